@@ -53,6 +53,10 @@ struct CommsSelection {
     std::vector<std::string> plugin_dirs; // --plugin-dir, in order
     Options options;                      // plugin keys: config [Comms] then --comms-opt
     std::string config_path;              // --config, may be empty
+    /** "server" or "agent": given to a plugin that declares a key named
+     *  "role" (e.g. the embedded transport binds as server, connects as
+     *  agent) unless the user set it. */
+    std::string role;
 };
 
 /** Add --comms, --plugin-dir, --config, --comms-opt to a description. */
