@@ -100,6 +100,12 @@ size_t Broker::ready_count(const std::string &destination)
     return q.ready.size();
 }
 
+void Broker::drop_ready(const std::string &destination)
+{
+    std::lock_guard lock(mutex_);
+    queue(destination).ready.clear();
+}
+
 Consumer::Consumer(Broker &b, Queue &q, uint32_t prefetch, DeliverFn fn)
     : broker_(b), queue_(q), prefetch_(prefetch), deliver_(std::move(fn))
 {

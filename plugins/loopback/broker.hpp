@@ -101,6 +101,8 @@ class Broker {
 
     /** Ready messages waiting in a queue (for tests and tools). */
     size_t ready_count(const std::string &destination);
+    /** Drop every ready message of a queue (for benchmarks). */
+    void drop_ready(const std::string &destination);
 
   private:
     friend class Consumer;
