@@ -75,7 +75,7 @@ struct Queue {
 
     /** Hand ready messages to consumers with room; drops expired ones.
      *  Caller holds the broker mutex. */
-    void pump(Clock::time_point now);
+    void pump();
     /** Drop every expired ready message. Caller holds the broker mutex. */
     void purge(Clock::time_point now);
 };
