@@ -84,7 +84,7 @@ void Engine::start()
                     std::string("eventfd: ") + std::strerror(e));
     }
     host_.logf(TODD_COMMS_LOG_INFO,
-               "zeromq: engine %016llx listening on %s (max_held=%lld)",
+               "engine %016llx listening on %s (max_held=%lld)",
                static_cast<unsigned long long>(epoch_), s_.endpoint.c_str(),
                s_.max_held);
     thread_ = std::thread([this] { run(); });
@@ -111,7 +111,7 @@ void Engine::stop()
         held += q.second->ready.size();
     if (held > 0)
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "zeromq: engine stopped with %zu undelivered messages "
+                   "engine stopped with %zu undelivered messages "
                    "(not durable: they are lost)",
                    held);
     peers_.clear();
@@ -134,7 +134,7 @@ void Engine::run()
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
-            host_.logf(TODD_COMMS_LOG_ERROR, "zeromq: engine poll failed: %s",
+            host_.logf(TODD_COMMS_LOG_ERROR, "engine poll failed: %s",
                        zmq_strerror(errno));
             return;
         }
@@ -179,7 +179,7 @@ bool Engine::send(Peer &p, const std::string_view *frames, size_t n)
     if (e == 0)
         return true;
     // EHOSTUNREACH: the connection is gone, so is everything in flight.
-    host_.logf(TODD_COMMS_LOG_DEBUG, "zeromq: engine cannot reach peer %s: %s",
+    host_.logf(TODD_COMMS_LOG_DEBUG, "engine cannot reach peer %s: %s",
                p.rid.c_str(), zmq_strerror(e));
     p.dead = true;
     any_dead_ = true;
@@ -191,8 +191,7 @@ void Engine::handle(int64_t now)
     size_t n = in_.count();
     if (n < 2 || n > Frames::kMax) {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "zeromq: engine dropped a malformed message (%zu frames)",
-                   n);
+                   "engine dropped a malformed message (%zu frames)", n);
         return;
     }
     key_.assign(in_.view(0));
@@ -200,8 +199,7 @@ void Engine::handle(int64_t now)
     auto it = peers_.find(key_);
     if (cmd == kHello) {
         if (n != 3 || in_.size(2) != 8) {
-            host_.log(TODD_COMMS_LOG_WARN,
-                      "zeromq: engine dropped a malformed HELLO");
+            host_.log(TODD_COMMS_LOG_WARN, "engine dropped a malformed HELLO");
             return;
         }
         uint64_t session = get_u64(in_.view(2).data());
@@ -211,7 +209,7 @@ void Engine::handle(int64_t now)
             np->rid = key_;
             p = np.get();
             peers_.emplace(key_, std::move(np));
-            host_.logf(TODD_COMMS_LOG_DEBUG, "zeromq: engine: peer %s joined",
+            host_.logf(TODD_COMMS_LOG_DEBUG, "engine: peer %s joined",
                        p->rid.c_str());
         } else {
             p = it->second.get();
@@ -259,7 +257,7 @@ void Engine::handle(int64_t now)
         drop_peer(key_, "said goodbye");
     } else {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "zeromq: engine: unknown command '%.*s' from %s",
+                   "engine: unknown command '%.*s' from %s",
                    static_cast<int>(std::min<size_t>(cmd.size(), 16)),
                    cmd.data(), p.rid.c_str());
     }
@@ -282,8 +280,7 @@ void Engine::on_pub(Peer &p)
 {
     if (in_.count() != 6 || in_.size(2) != 16) {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "zeromq: engine dropped a malformed PUB from %s",
-                   p.rid.c_str());
+                   "engine dropped a malformed PUB from %s", p.rid.c_str());
         return;
     }
     const char *h = in_.view(2).data();
@@ -333,8 +330,7 @@ void Engine::on_sub(Peer &p)
 {
     if (in_.count() != 4 || in_.size(2) != 12 || in_.size(3) == 0) {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "zeromq: engine dropped a malformed SUB from %s",
-                   p.rid.c_str());
+                   "engine dropped a malformed SUB from %s", p.rid.c_str());
         return;
     }
     const char *h = in_.view(2).data();
@@ -507,7 +503,7 @@ void Engine::reset_peer(Peer &p)
     }
     if (!tags.empty())
         host_.logf(TODD_COMMS_LOG_INFO,
-                   "zeromq: engine requeued %zu unacknowledged messages of "
+                   "engine requeued %zu unacknowledged messages of "
                    "peer %s",
                    tags.size(), p.rid.c_str());
     p.consumers.clear();
@@ -524,7 +520,7 @@ void Engine::drop_peer(const std::string &rid, const char *why)
         return;
     std::unique_ptr<Peer> p = std::move(it->second);
     peers_.erase(it);
-    host_.logf(TODD_COMMS_LOG_DEBUG, "zeromq: engine: peer %s left (%s)",
+    host_.logf(TODD_COMMS_LOG_DEBUG, "engine: peer %s left (%s)",
                p->rid.c_str(), why);
     dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), p.get()),
                  dirty_.end());
@@ -580,8 +576,7 @@ void Engine::purge_expired(Queue &q, int64_t now)
             ++with_ttl;
     q.with_ttl = with_ttl;
     if (before != q.ready.size())
-        host_.logf(TODD_COMMS_LOG_DEBUG,
-                   "zeromq: engine: %zu messages of '%s' expired",
+        host_.logf(TODD_COMMS_LOG_DEBUG, "engine: %zu messages of '%s' expired",
                    before - q.ready.size(), q.name.c_str());
 }
 

@@ -200,7 +200,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
     void start() override
     {
         if (started_)
-            throw Error(TODD_COMMS_E_STATE, "zeromq: already started");
+            throw Error(TODD_COMMS_E_STATE, "already started");
         host().state(TODD_COMMS_STATE_CONNECTING, TODD_COMMS_OK,
                      s_.server ? "engine on " + s_.endpoint : s_.endpoint);
         ctx_ = zmq_ctx_new();
@@ -247,7 +247,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                  const todd_comms_publish_opts *opts) override
     {
         if (*destination == '\0')
-            throw Error(TODD_COMMS_E_INVAL, "zeromq: empty destination name");
+            throw Error(TODD_COMMS_E_INVAL, "empty destination name");
         todd_comms_status st = kPendingStatus;
         Waiter w;
         w.remaining = 1;
@@ -293,7 +293,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                 (m.payload == nullptr && m.payload_len != 0)) {
                 statuses[i] = TODD_COMMS_E_INVAL;
                 if (w.error.empty())
-                    w.error = "zeromq: message " + std::to_string(i) +
+                    w.error = "message " + std::to_string(i) +
                               " of the batch has no destination or payload";
                 continue;
             }
@@ -349,10 +349,9 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                    const todd_comms_subscribe_opts *opts) override
     {
         if (stopped_)
-            throw Error(TODD_COMMS_E_STATE, "zeromq: subscribe after stop");
+            throw Error(TODD_COMMS_E_STATE, "subscribe after stop");
         if (subs_.count(cookie) != 0)
-            throw Error(TODD_COMMS_E_INVAL, "zeromq: cookie " +
-                                                std::to_string(cookie) +
+            throw Error(TODD_COMMS_E_INVAL, "cookie " + std::to_string(cookie) +
                                                 " is already subscribed");
         auto sub = std::make_shared<Sub>();
         sub->id = ++next_sub_id_;
@@ -375,7 +374,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
     {
         auto it = subs_.find(cookie);
         if (it == subs_.end())
-            throw Error(TODD_COMMS_E_INVAL, "zeromq: unknown subscription "
+            throw Error(TODD_COMMS_E_INVAL, "unknown subscription "
                                             "cookie " +
                                                 std::to_string(cookie));
         std::shared_ptr<Sub> sub = it->second;
@@ -396,8 +395,8 @@ class ZmqTransport : public todd::comms::sdk::Transport {
 
     std::string unavailable(const char *dest) const
     {
-        return "zeromq: no confirmation for '" + std::string(dest) +
-               "' within " + std::to_string(s_.publish_timeout_ms) + " ms: " +
+        return "no confirmation for '" + std::string(dest) + "' within " +
+               std::to_string(s_.publish_timeout_ms) + " ms: " +
                (s_.server ? "the in-process engine did not answer"
                           : "no todd-server engine reachable at " +
                                 s_.endpoint + " (is todd-server running?)");
@@ -406,9 +405,9 @@ class ZmqTransport : public todd::comms::sdk::Transport {
     void check_running_locked()
     {
         if (!started_)
-            throw Error(TODD_COMMS_E_STATE, "zeromq: publish before start");
+            throw Error(TODD_COMMS_E_STATE, "publish before start");
         if (io_done_)
-            throw Error(TODD_COMMS_E_STATE, "zeromq: publish after stop");
+            throw Error(TODD_COMMS_E_STATE, "publish after stop");
     }
 
     /** Wake the I/O thread once per batch of commands (mu_ held). */
@@ -483,7 +482,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                     v != TODD_COMMS_VERDICT_REQUEUE &&
                     v != TODD_COMMS_VERDICT_REJECT) {
                     host().logf(TODD_COMMS_LOG_WARN,
-                                "zeromq: deliver returned unknown verdict "
+                                "deliver returned unknown verdict "
                                 "%d; requeueing",
                                 static_cast<int>(v));
                     v = TODD_COMMS_VERDICT_REQUEUE;
@@ -539,7 +538,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
         }
         const char *target = s_.server ? kInprocEndpoint : s_.endpoint.c_str();
         if (zmq_connect(dealer_, target) != 0)
-            throw Error(TODD_COMMS_E_CONFIG, "zeromq: cannot use endpoint '" +
+            throw Error(TODD_COMMS_E_CONFIG, "cannot use endpoint '" +
                                                  s_.endpoint +
                                                  "': " + zmq_strerror(errno));
         evfd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
@@ -583,7 +582,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
             if (e == 0)
                 return;
             if (e != EAGAIN) {
-                host().logf(TODD_COMMS_LOG_WARN, "zeromq: send failed: %s",
+                host().logf(TODD_COMMS_LOG_WARN, "send failed: %s",
                             zmq_strerror(e));
                 return;
             }
@@ -645,8 +644,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
         sendq_.clear();
         lost_since_ = now_ms();
         failed_reported_ = false;
-        host().logf(TODD_COMMS_LOG_WARN, "zeromq: %s; reconnecting",
-                    why.c_str());
+        host().logf(TODD_COMMS_LOG_WARN, "%s; reconnecting", why.c_str());
         host().state(TODD_COMMS_STATE_RECONNECTING, TODD_COMMS_E_UNAVAILABLE,
                      why);
         send_hello();
@@ -680,7 +678,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
         sendq_.clear();
         if (engine_epoch_ != 0 && epoch != engine_epoch_)
             host().logf(TODD_COMMS_LOG_INFO,
-                        "zeromq: engine at %s restarted: subscribing %zu "
+                        "engine at %s restarted: subscribing %zu "
                         "destinations again, resending %zu unconfirmed "
                         "publishes",
                         s_.endpoint.c_str(), io_subs_.size(),
@@ -813,7 +811,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
             if (zmq_poll(items, nitems, timeout) < 0) {
                 if (errno == EINTR)
                     continue;
-                host().logf(TODD_COMMS_LOG_ERROR, "zeromq: poll failed: %s",
+                host().logf(TODD_COMMS_LOG_ERROR, "poll failed: %s",
                             zmq_strerror(errno));
                 break;
             }
@@ -920,7 +918,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
             Waiter *w = kv.second.first;
             w->statuses[kv.second.second] = TODD_COMMS_E_UNAVAILABLE;
             if (w->error.empty())
-                w->error = "zeromq: transport stopped before the engine "
+                w->error = "transport stopped before the engine "
                            "confirmed the message";
             if (--w->remaining == 0)
                 w->cv.notify_one();
