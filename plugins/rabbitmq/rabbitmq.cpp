@@ -455,7 +455,7 @@ class RabbitTransport final : public Transport {
             where += (where.empty() ? "" : ",") + b.host + ":" +
                      std::to_string(b.port);
         host.logf(TODD_COMMS_LOG_DEBUG,
-                  "rabbitmq: brokers %s, user '%s', vhost '%s', tls %s, "
+                  "brokers %s, user '%s', vhost '%s', tls %s, "
                   "confirms %s, durable %s",
                   where.c_str(), s_.user.c_str(), s_.vhost.c_str(),
                   s_.tls ? "on" : "off", s_.confirms ? "on" : "off",
@@ -552,14 +552,15 @@ class RabbitTransport final : public Transport {
         uint32_t pf = prefetch(opts);
         sub->prefetch = pf != 0 ? pf : s_.prefetch;
         subs_[cookie] = sub;
-        if (!started_ || !con_up_)
+        if (!started_)
             return; // consumed once connected
         con_wake_.wake();
         // Wait for the broker's answer so a refused declaration is an error
         // of this call; bounded, the subscription stays pending otherwise.
         auto deadline = Clock::now() + s_.connect_timeout + milliseconds(5000);
         con_cv_.wait_until(lk, deadline, [&] {
-            return sub->phase != Sub::Phase::wanted || !con_up_ || stopping_;
+            return sub->phase != Sub::Phase::wanted || stopping_ ||
+                   (con_attempted_ && !con_up_);
         });
         if (sub->phase == Sub::Phase::failed) {
             subs_.erase(cookie);
@@ -621,10 +622,10 @@ class RabbitTransport final : public Transport {
         else
             last_failure_.clear();
         if (agg == TODD_COMMS_STATE_FAILED)
-            host().logf(TODD_COMMS_LOG_ERROR, "rabbitmq: %s (%s); retrying",
+            host().logf(TODD_COMMS_LOG_ERROR, "%s (%s); retrying",
                         detail.c_str(), todd_comms_status_str(st));
         else
-            host().logf(TODD_COMMS_LOG_INFO, "rabbitmq: %s%s%s",
+            host().logf(TODD_COMMS_LOG_INFO, "%s%s%s",
                         agg == TODD_COMMS_STATE_CONNECTED      ? "connected"
                         : agg == TODD_COMMS_STATE_RECONNECTING ? "reconnecting"
                                                                : "connecting",
@@ -1062,7 +1063,7 @@ class RabbitTransport final : public Transport {
                                   std::to_string(f.channel) + " (" +
                                   std::to_string(m->reply_code) + " " +
                                   bytes_str(m->reply_text) + ")";
-                host().logf(TODD_COMMS_LOG_WARN, "rabbitmq: %s", why.c_str());
+                host().logf(TODD_COMMS_LOG_WARN, "%s", why.c_str());
                 // Simplest correct recovery: a fresh connection.
                 pub_link_lost(why);
                 return;
@@ -1080,12 +1081,12 @@ class RabbitTransport final : public Transport {
             }
             case AMQP_CONNECTION_BLOCKED_METHOD:
                 host().log(TODD_COMMS_LOG_WARN,
-                           "rabbitmq: broker blocked publishing (resource "
+                           "broker blocked publishing (resource "
                            "alarm); publishes wait");
                 break;
             case AMQP_CONNECTION_UNBLOCKED_METHOD:
                 host().log(TODD_COMMS_LOG_INFO,
-                           "rabbitmq: broker unblocked publishing");
+                           "broker unblocked publishing");
                 break;
             default: break;
             }
@@ -1150,7 +1151,7 @@ class RabbitTransport final : public Transport {
             }
         }
         host().logf(TODD_COMMS_LOG_WARN,
-                    "rabbitmq: a message to '%s' was unroutable (%u %s) and "
+                    "a message to '%s' was unroutable (%u %s) and "
                     "dropped",
                     key.c_str(), code, text.c_str());
     }
@@ -1182,6 +1183,11 @@ class RabbitTransport final : public Transport {
                 conn = open_connection(s_, &con_next_broker_, "consumer", &o,
                                        &where);
                 if (conn == nullptr) {
+                    {
+                        std::lock_guard<std::mutex> g(con_mu_);
+                        con_attempted_ = true;
+                        con_cv_.notify_all();
+                    }
                     report_failure(Link::con, was_up, o);
                     // Pending subscribe calls stop waiting.
                     if (backoff_wait(con_mu_, con_cv_, con_backoff_))
@@ -1191,9 +1197,11 @@ class RabbitTransport final : public Transport {
                 con_backoff_.reset();
                 used_channels_.clear();
                 used_channels_.insert(pub_channel); // opened by connect
+                next_channel_ = 2;
                 {
                     std::lock_guard<std::mutex> g(con_mu_);
                     con_up_ = true;
+                    con_attempted_ = true;
                     chan_subs_.clear();
                     for (auto &kv : subs_) {
                         kv.second->phase = Sub::Phase::wanted;
@@ -1288,20 +1296,23 @@ class RabbitTransport final : public Transport {
                 work->phase = Sub::Phase::failed;
                 work->status = o.status;
                 work->error = o.detail;
-                host().logf(TODD_COMMS_LOG_ERROR, "rabbitmq: subscribe: %s",
+                host().logf(TODD_COMMS_LOG_ERROR, "subscribe: %s",
                             o.detail.c_str());
             }
             con_cv_.notify_all();
         }
     }
 
+    // Fresh numbers: frames of a closed channel may still be buffered and
+    // must not be mistaken for the new one's (wraps only after 2000).
     amqp_channel_t alloc_channel()
     {
-        amqp_channel_t ch = 1;
-        while (used_channels_.count(ch))
-            ++ch;
-        used_channels_.insert(ch);
-        return ch;
+        if (next_channel_ > 2000)
+            next_channel_ = 2;
+        while (used_channels_.count(next_channel_))
+            ++next_channel_;
+        used_channels_.insert(next_channel_);
+        return next_channel_++;
     }
     void free_channel(amqp_channel_t ch) { used_channels_.erase(ch); }
 
@@ -1420,7 +1431,7 @@ class RabbitTransport final : public Transport {
                 auto s = subs_.find(it->second);
                 if (s != subs_.end() && !s->second->removing) {
                     host().logf(TODD_COMMS_LOG_WARN,
-                                "rabbitmq: consumer of '%s' cancelled by the "
+                                "consumer of '%s' cancelled by the "
                                 "broker; subscribing again",
                                 s->second->dest.c_str());
                     s->second->phase = Sub::Phase::wanted;
@@ -1446,11 +1457,9 @@ class RabbitTransport final : public Transport {
                     sub = s->second;
             }
         }
-        if (!sub) {
-            // Its subscription is going away: give the message back.
-            amqp_basic_nack(c, env.channel, env.delivery_tag, 0, 1);
-            return;
-        }
+        if (!sub)
+            return; // its channel is closed: the broker requeued it
+
         std::string ctype;
         bool has_ctype =
             env.message.properties._flags & AMQP_BASIC_CONTENT_TYPE_FLAG;
@@ -1515,10 +1524,11 @@ class RabbitTransport final : public Transport {
     std::thread con_thread_;
     Backoff con_backoff_;
     size_t con_next_broker_ = 0;
-    bool con_up_ = false, con_exited_ = false;
+    bool con_up_ = false, con_exited_ = false, con_attempted_ = false;
     std::map<uint64_t, std::shared_ptr<Sub>> subs_;
     std::map<amqp_channel_t, uint64_t> chan_subs_;
     std::set<amqp_channel_t> used_channels_;
+    amqp_channel_t next_channel_ = 2;
 };
 
 } // namespace
