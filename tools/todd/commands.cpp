@@ -189,7 +189,8 @@ std::string url_escape(std::string_view s)
 }
 
 std::chrono::milliseconds parse_seconds(const std::string &opt,
-                                        const std::string &v)
+                                        const std::string &v,
+                                        const std::string &command)
 {
     try {
         std::size_t used = 0;
@@ -200,10 +201,11 @@ std::chrono::milliseconds parse_seconds(const std::string &opt,
     }
     throw UsageError{opt + ": '" + v +
                          "' is not a number of seconds between 0 and 86400",
-                     ""};
+                     command};
 }
 
-std::string parse_port(const std::string &opt, const std::string &v)
+std::string parse_port(const std::string &opt, const std::string &v,
+                       const std::string &command)
 {
     try {
         std::size_t used = 0;
@@ -212,7 +214,8 @@ std::string parse_port(const std::string &opt, const std::string &v)
             return v;
     } catch (const std::exception &) {
     }
-    throw UsageError{opt + ": '" + v + "' is not a port number (1-65535)", ""};
+    throw UsageError{opt + ": '" + v + "' is not a port number (1-65535)",
+                     command};
 }
 
 // Splits "--name=value"; returns the name part.
@@ -261,11 +264,11 @@ Options parse_global(const std::vector<std::string> &argv)
             if (o.server.host.empty())
                 throw UsageError{name + ": empty host", o.command};
         } else if (name == "-P" || name == "--port") {
-            o.server.port = parse_port(name, value());
+            o.server.port = parse_port(name, value(), o.command);
         } else if (name == "--stream-port") {
-            o.stream_port = parse_port(name, value());
+            o.stream_port = parse_port(name, value(), o.command);
         } else if (name == "--http-timeout") {
-            o.http_timeout = parse_seconds(name, value());
+            o.http_timeout = parse_seconds(name, value(), o.command);
         } else if (name == "-h" || name == "--help") {
             o.help = true;
         } else if ((name == "-v" || name == "--version") && o.command.empty()) {
@@ -499,7 +502,7 @@ RunOptions parse_run(const std::vector<std::string> &args)
         else if (name == "-j" || name == "--j" || name == "--json")
             r.json = true;
         else if (name == "--timeout")
-            r.timeout = parse_seconds(name, value());
+            r.timeout = parse_seconds(name, value(), "run");
         else if (name == "--source-group")
             r.source_group = value();
         else if (name == "--source-app")
