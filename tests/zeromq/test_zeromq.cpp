@@ -520,10 +520,10 @@ TEST(ZeroMqLifecycle, SecondServerOnTheSameEndpointIsRefused)
 TEST(ZeroMqLifecycle, NoServerPublishTimesOutWithAClearError)
 {
     std::string ep = "tcp://127.0.0.1:" + std::to_string(free_port());
+    States states; // outlives the transport, which reports STOPPED to it
     auto a = Transport::create(
         zeromq(),
         {{"role", "agent"}, {"endpoint", ep}, {"publish_timeout_ms", "300"}});
-    States states;
     states.attach(*a);
     a->start();
     try {
@@ -673,6 +673,7 @@ TEST_F(ZeroMq, KilledConsumersUnackedMessagesGoToAnother)
 
 TEST_F(ZeroMq, LifecycleRules)
 {
+    States st;
     auto t = agent({}, false);
     try {
         t->publish("q", "before start");
@@ -680,7 +681,6 @@ TEST_F(ZeroMq, LifecycleRules)
     } catch (const CommsError &e) {
         EXPECT_EQ(e.status(), TODD_COMMS_E_STATE);
     }
-    States st;
     st.attach(*t);
     t->start();
     EXPECT_TRUE(st.wait(LinkState::connected));
