@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -18,6 +19,24 @@ namespace {
 void setopt_int(void *s, int opt, int v)
 {
     zmq_setsockopt(s, opt, &v, sizeof v);
+}
+
+/** A routing id for log lines: ours are printable, libzmq's are binary. */
+std::string printable(const std::string &rid)
+{
+    if (rid.empty())
+        return "(server instance)";
+    std::string out;
+    for (unsigned char c : rid) {
+        if (c >= 0x21 && c < 0x7f) {
+            out += static_cast<char>(c);
+        } else {
+            char b[5];
+            std::snprintf(b, sizeof b, "\\x%02x", c);
+            out += b;
+        }
+    }
+    return out;
 }
 
 } // namespace
@@ -212,7 +231,7 @@ bool Engine::send(Peer &p, const std::string_view *frames, size_t n)
         return true;
     // EHOSTUNREACH: the connection is gone, so is everything in flight.
     host_.logf(TODD_COMMS_LOG_DEBUG, "engine cannot reach peer %s: %s",
-               p.rid.c_str(), zmq_strerror(e));
+               printable(p.rid).c_str(), zmq_strerror(e));
     p.dead = true;
     any_dead_ = true;
     return false;
@@ -243,7 +262,7 @@ void Engine::handle(const Msgv &in, int64_t now)
             p = np.get();
             peers_.emplace(key_, std::move(np));
             host_.logf(TODD_COMMS_LOG_DEBUG, "engine: peer %s joined",
-                       p->rid.c_str());
+                       printable(p->rid).c_str());
         } else {
             p = it->second.get();
             if (p->dead || p->session != session) {
@@ -292,7 +311,7 @@ void Engine::handle(const Msgv &in, int64_t now)
         host_.logf(TODD_COMMS_LOG_WARN,
                    "engine: unknown command '%.*s' from %s",
                    static_cast<int>(std::min<size_t>(cmd.size(), 16)),
-                   cmd.data(), p.rid.c_str());
+                   cmd.data(), printable(p.rid).c_str());
     }
 }
 
@@ -313,7 +332,8 @@ void Engine::on_pub(Peer &p, const Msgv &in)
 {
     if (in.count() != 6 || in.size(2) != 16) {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "engine dropped a malformed PUB from %s", p.rid.c_str());
+                   "engine dropped a malformed PUB from %s",
+                   printable(p.rid).c_str());
         return;
     }
     const char *h = in.view(2).data();
@@ -363,7 +383,8 @@ void Engine::on_sub(Peer &p, const Msgv &in)
 {
     if (in.count() != 4 || in.size(2) != 12 || in.size(3) == 0) {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "engine dropped a malformed SUB from %s", p.rid.c_str());
+                   "engine dropped a malformed SUB from %s",
+                   printable(p.rid).c_str());
         return;
     }
     const char *h = in.view(2).data();
@@ -538,7 +559,7 @@ void Engine::reset_peer(Peer &p)
         host_.logf(TODD_COMMS_LOG_INFO,
                    "engine requeued %zu unacknowledged messages of "
                    "peer %s",
-                   tags.size(), p.rid.c_str());
+                   tags.size(), printable(p.rid).c_str());
     p.consumers.clear();
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
@@ -554,7 +575,7 @@ void Engine::drop_peer(const std::string &rid, const char *why)
     std::unique_ptr<Peer> p = std::move(it->second);
     peers_.erase(it);
     host_.logf(TODD_COMMS_LOG_DEBUG, "engine: peer %s left (%s)",
-               p->rid.c_str(), why);
+               printable(p->rid).c_str(), why);
     dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), p.get()),
                  dirty_.end());
     p->dead = true; // nothing is dispatched to it while requeueing

@@ -7,6 +7,7 @@
 #include <todd/core/transport.hpp>
 
 #include <gtest/gtest.h>
+#include <zmq.h>
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -669,6 +670,40 @@ TEST_F(ZeroMq, KilledConsumersUnackedMessagesGoToAnother)
     for (auto &r : all)
         got.insert(r.payload);
     EXPECT_EQ(got, (std::set<std::string>{"m0", "m1", "m2"}));
+}
+
+TEST_F(ZeroMq, MalformedCommandsAreDroppedNotFatal)
+{
+    // A raw DEALER (not the plugin) sends garbage to the engine.
+    void *ctx = zmq_ctx_new();
+    void *d = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
+    ASSERT_EQ(zmq_connect(d, endpoint_.c_str()), 0);
+    auto send = [&](std::vector<std::string> frames) {
+        for (size_t i = 0; i < frames.size(); ++i)
+            zmq_send(d, frames[i].data(), frames[i].size(),
+                     i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
+    };
+    send({"HELLO"});                             // no session
+    send({"HELLO", std::string(8, '\x01')});     // a real peer from now on
+    send({"PUB", "short", "q", "t", "p"});       // header too short
+    send({"PUB"});                               // no frames at all
+    send({"SUB", std::string(12, '\0'), ""});    // empty destination
+    send({"ACK", std::string(10, '\xff')});      // not n x 9 bytes
+    send({"UNSUB", "x"});                        // wrong size
+    send({"NOPE", "x", "y"});                    // unknown command
+    send(std::vector<std::string>(20, "frame")); // too many frames
+    send({""});                                  // empty command
+    // The engine still serves real instances.
+    auto a = agent();
+    const std::string q = queue("after-garbage");
+    Inbox in;
+    auto s = server_->subscribe(q, in.handler());
+    a->publish(q, "still alive");
+    ASSERT_TRUE(in.wait_for(1));
+    zmq_close(d);
+    zmq_ctx_term(ctx);
 }
 
 TEST_F(ZeroMq, LifecycleRules)
