@@ -81,11 +81,13 @@ class Frames {
     {
         for (auto &m : msgs_)
             zmq_msg_init(&m);
+        zmq_msg_init(&spare_);
     }
     ~Frames()
     {
         for (auto &m : msgs_)
             zmq_msg_close(&m);
+        zmq_msg_close(&spare_);
     }
     Frames(const Frames &) = delete;
     Frames &operator=(const Frames &) = delete;
