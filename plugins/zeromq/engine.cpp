@@ -76,9 +76,11 @@ void Engine::bind()
     // let a reconnecting peer take over its routing id at once.
     setopt_int(router_, ZMQ_ROUTER_MANDATORY, 1);
     setopt_int(router_, ZMQ_ROUTER_HANDOVER, 1);
-    // Deliveries are bounded by prefetch and confirms by publishers: no
-    // ZeroMQ-level bound (which would drop or block) on the way out.
-    setopt_int(router_, ZMQ_SNDHWM, 0);
+    // Deliveries are bounded by prefetch and confirms are batched, so a peer
+    // that lets this many messages pile up does not read: it is dropped
+    // (send fails, its unacked messages are requeued) instead of growing
+    // the engine's memory without bound.
+    setopt_int(router_, ZMQ_SNDHWM, 100000);
     setopt_int(router_, ZMQ_LINGER, 0);
     setopt_int(router_, ZMQ_HEARTBEAT_IVL, static_cast<int>(s_.heartbeat_ms));
     setopt_int(router_, ZMQ_HEARTBEAT_TIMEOUT,
