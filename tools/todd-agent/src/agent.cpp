@@ -148,6 +148,7 @@ struct Agent::TestRunState {
     std::optional<std::string> data; // TestData JSON, until deleted
     EventLoop::TimerId resend_timer = 0;
     std::chrono::milliseconds backoff{0};
+    EventLoop::Clock::time_point data_since{};
 };
 
 struct Agent::Watcher {
@@ -611,6 +612,7 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
         }
         st->data = data;
         st->backoff = config_.resend_initial;
+        st->data_since = EventLoop::Clock::now();
     }
     std::string id = t.test_uuid;
     loop_.post([this, id] { send_data(id); });
@@ -642,6 +644,15 @@ void Agent::send_data(const std::string &test_uuid)
     std::lock_guard lk(mu_);
     if (runs_.count(test_uuid) == 0 || runs_[test_uuid] != st)
         return;
+    if (EventLoop::Clock::now() - st->data_since > config_.resend_give_up) {
+        // The server's test run has expired by now (Go keeps it 3000 s).
+        log::warn(log_component,
+                  "test run " + test_uuid + ": no DeleteTestData after " +
+                      std::to_string(config_.resend_give_up.count() / 1000) +
+                      " s; data dropped");
+        runs_.erase(test_uuid);
+        return;
+    }
     auto delay = st->backoff;
     st->backoff = std::min(st->backoff * 2, config_.resend_max);
     st->resend_timer =
