@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+// todd-server: ToDD's server over any comms plugin. See docs/server.md.
+#include <todd/server/server.hpp>
+
+#include <todd/core/config.hpp>
+#include <todd/core/log.hpp>
+#include <todd_build_config.h>
+
+#include <boost/program_options.hpp>
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+
+namespace po = boost::program_options;
+using namespace todd;
+
+int main(int argc, char **argv)
+{
+    po::options_description desc("todd-server options");
+    desc.add_options()("help,h", "show this help")("version", "show version")(
+        "log-level", po::value<std::string>()->default_value("info"),
+        "error, warn, info, debug or trace")(
+        "db", po::value<std::string>(),
+        "SQLite file for objects and results "
+        "(default <OptDir>/todd-server.db)");
+    core::add_comms_options(desc);
+    try {
+        po::variables_map vm;
+        po::store(po::parse_command_line(argc, argv, desc), vm);
+        po::notify(vm);
+        if (vm.count("help")) {
+            std::cout << "Usage: todd-server [options]\n\n" << desc << "\n";
+            return 0;
+        }
+        if (vm.count("version")) {
+            std::cout << "todd-server " << TODD_VERSION << "\n";
+            return 0;
+        }
+        log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
+
+        std::string cfg_path;
+        if (vm.count("config") && !vm["config"].as<std::string>().empty())
+            cfg_path = vm["config"].as<std::string>();
+        else if (std::filesystem::exists("/etc/todd/server.cfg"))
+            cfg_path = "/etc/todd/server.cfg";
+        core::IniFile ini;
+        if (!cfg_path.empty())
+            ini = core::parse_ini_file(cfg_path);
+        std::vector<std::string> notes;
+        server::ServerConfig cfg = server::load_server_config(ini, &notes);
+        for (const auto &n : notes)
+            log::info("config", n);
+        if (vm.count("db"))
+            cfg.db_path = vm["db"].as<std::string>();
+
+        core::CommsSelection sel =
+            core::resolve_comms(vm, cfg_path.empty() ? nullptr : &ini);
+        sel.role = "server";
+        auto transport = core::open_transport(sel);
+        log::info("server", "comms plugin " + sel.plugin_name);
+
+        // Signals are taken synchronously by this thread only.
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, SIGINT);
+        sigaddset(&set, SIGTERM);
+        pthread_sigmask(SIG_BLOCK, &set, nullptr);
+
+        server::Server srv(std::move(cfg), std::move(transport));
+        srv.start();
+        int sig = 0;
+        sigwait(&set, &sig);
+        log::info("server", std::string("received ") +
+                                (sig == SIGINT ? "SIGINT" : "SIGTERM") +
+                                ", shutting down");
+        srv.stop();
+        return 0;
+    } catch (const po::error &e) {
+        std::cerr << "todd-server: " << e.what() << "\n"
+                  << "Try 'todd-server --help'.\n";
+        return 2;
+    } catch (const std::exception &e) {
+        std::cerr << "todd-server: error: " << e.what() << "\n";
+        return 1;
+    }
+}

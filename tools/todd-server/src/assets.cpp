@@ -1,0 +1,163 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "assets.hpp"
+
+#include <todd/core/log.hpp>
+
+#include <openssl/evp.h>
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/inotify.h>
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <stdexcept>
+
+namespace todd::server {
+
+namespace fs = std::filesystem;
+
+std::string sha256_file(const std::string &path)
+{
+    std::ifstream in(path, std::ios::binary);
+    if (!in)
+        throw std::runtime_error("cannot read " + path);
+    std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(
+        EVP_MD_CTX_new(), EVP_MD_CTX_free);
+    if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+        throw std::runtime_error("SHA-256 unavailable");
+    char buf[65536];
+    while (in) {
+        in.read(buf, sizeof buf);
+        if (in.gcount() > 0)
+            EVP_DigestUpdate(ctx.get(), buf, static_cast<size_t>(in.gcount()));
+    }
+    if (in.bad())
+        throw std::runtime_error("error reading " + path);
+    unsigned char md[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    EVP_DigestFinal_ex(ctx.get(), md, &len);
+    static const char hex[] = "0123456789abcdef";
+    std::string out;
+    for (unsigned i = 0; i < len; ++i) {
+        out += hex[md[i] >> 4];
+        out += hex[md[i] & 0xf];
+    }
+    return out;
+}
+
+msg::Hashes hash_directory(const std::string &dir)
+{
+    msg::Hashes out;
+    std::error_code ec;
+    for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
+         it.increment(ec)) {
+        std::error_code ec2;
+        if (!it->is_regular_file(ec2))
+            continue;
+        std::string name = it->path().filename().string();
+        if (name.empty() || name[0] == '.')
+            continue; // editor temporaries, partial copies
+        try {
+            out[name] = sha256_file(it->path().string());
+        } catch (const std::exception &e) {
+            log::warn("assets", e.what());
+        }
+    }
+    return out;
+}
+
+AssetWatcher::AssetWatcher(std::string root, std::function<void()> on_change)
+    : root_(std::move(root)), on_change_(std::move(on_change))
+{
+}
+
+AssetWatcher::~AssetWatcher()
+{
+    stop();
+}
+
+bool AssetWatcher::rescan()
+{
+    AssetMap m;
+    m.factcollectors = hash_directory(root_ + "/factcollectors");
+    m.testlets = hash_directory(root_ + "/testlets");
+    std::lock_guard lk(mu_);
+    if (m == map_)
+        return false;
+    map_ = std::move(m);
+    return true;
+}
+
+AssetMap AssetWatcher::current() const
+{
+    std::lock_guard lk(mu_);
+    return map_;
+}
+
+void AssetWatcher::add_watches()
+{
+    const uint32_t mask = IN_CLOSE_WRITE | IN_CREATE | IN_DELETE |
+                          IN_MOVED_FROM | IN_MOVED_TO | IN_ATTRIB |
+                          IN_DELETE_SELF | IN_MOVE_SELF;
+    // Watching the parents too notices the type directories appearing.
+    for (const auto &d : {fs::path(root_).parent_path().string(), root_,
+                          root_ + "/factcollectors", root_ + "/testlets"})
+        inotify_add_watch(ifd_, d.c_str(), mask);
+}
+
+void AssetWatcher::start()
+{
+    rescan();
+    ifd_ = inotify_init1(IN_NONBLOCK | IN_CLOEXEC);
+    if (ifd_ < 0 || pipe2(stop_pipe_, O_CLOEXEC) != 0) {
+        log::warn("assets", "inotify unavailable; assets are rescanned only "
+                            "on demand");
+        return;
+    }
+    add_watches();
+    thread_ = std::thread([this] { run(); });
+}
+
+void AssetWatcher::stop()
+{
+    if (thread_.joinable()) {
+        char c = 0;
+        (void)!write(stop_pipe_[1], &c, 1);
+        thread_.join();
+    }
+    for (int *fd : {&ifd_, &stop_pipe_[0], &stop_pipe_[1]})
+        if (*fd >= 0) {
+            close(*fd);
+            *fd = -1;
+        }
+}
+
+void AssetWatcher::run()
+{
+    for (;;) {
+        pollfd fds[2] = {{ifd_, POLLIN, 0}, {stop_pipe_[0], POLLIN, 0}};
+        if (poll(fds, 2, -1) < 0)
+            continue;
+        if (fds[1].revents)
+            return;
+        char buf[8192];
+        while (read(ifd_, buf, sizeof buf) > 0) {
+        }
+        // Let a burst of events (a copy in progress) settle first.
+        pollfd more{ifd_, POLLIN, 0};
+        while (poll(&more, 1, 50) > 0)
+            while (read(ifd_, buf, sizeof buf) > 0) {
+            }
+        add_watches(); // directories may have been (re)created
+        if (rescan()) {
+            log::info("assets", "asset files changed under " + root_);
+            if (on_change_)
+                on_change_();
+        }
+    }
+}
+
+} // namespace todd::server

@@ -1,0 +1,206 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "http.hpp"
+
+#include <todd/core/log.hpp>
+
+#include <ctime>
+
+namespace todd::server::http {
+
+namespace beast = boost::beast;
+
+namespace {
+
+constexpr size_t body_limit = 1 << 20;
+constexpr std::chrono::seconds idle_timeout{120};
+
+class Session : public std::enable_shared_from_this<Session> {
+  public:
+    Session(tcp::socket s, std::shared_ptr<Handler> h, const std::string &name)
+        : stream_(std::move(s)), handler_(std::move(h)), name_(name)
+    {
+    }
+    void start() { read(); }
+
+  private:
+    void read()
+    {
+        parser_.emplace();
+        parser_->body_limit(body_limit);
+        stream_.expires_after(idle_timeout);
+        bhttp::async_read(
+            stream_, buf_, *parser_,
+            [self = shared_from_this()](beast::error_code ec, size_t) {
+                self->on_read(ec);
+            });
+    }
+
+    void on_read(beast::error_code ec)
+    {
+        if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
+            ec == beast::error::timeout ||
+            ec == asio::error::operation_aborted ||
+            ec == asio::error::connection_reset) {
+            close();
+            return;
+        }
+        if (ec) {
+            // Malformed HTTP: say so and close, as Go does.
+            Request dummy;
+            dummy.version(11);
+            auto code = ec == bhttp::error::body_limit
+                            ? bhttp::status::payload_too_large
+                            : bhttp::status::bad_request;
+            log::debug(name_, "bad request: " + ec.message());
+            Response res = error(dummy, code, "Bad request: " + ec.message());
+            res.keep_alive(false);
+            write(std::move(res));
+            return;
+        }
+        const Request &req = parser_->get();
+        Response res;
+        try {
+            res = (*handler_)(req);
+        } catch (const std::exception &e) {
+            log::error(name_, std::string(req.method_string()) + " " +
+                                  std::string(req.target()) + ": " + e.what());
+            res = error(req, bhttp::status::internal_server_error,
+                        "Internal Error");
+        }
+        res.keep_alive(req.keep_alive());
+        write(std::move(res));
+    }
+
+    void write(Response res)
+    {
+        res_ = std::make_shared<Response>(std::move(res));
+        res_->prepare_payload();
+        stream_.expires_after(idle_timeout);
+        bhttp::async_write(
+            stream_, *res_,
+            [self = shared_from_this()](beast::error_code ec, size_t) {
+                if (ec || !self->res_->keep_alive()) {
+                    self->close();
+                    return;
+                }
+                self->res_.reset();
+                self->read();
+            });
+    }
+
+    void close()
+    {
+        beast::error_code ec;
+        stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+        stream_.socket().close(ec);
+    }
+
+    beast::tcp_stream stream_;
+    beast::flat_buffer buf_;
+    std::optional<bhttp::request_parser<bhttp::string_body>> parser_;
+    std::shared_ptr<Response> res_;
+    std::shared_ptr<Handler> handler_;
+    std::string name_;
+};
+
+} // namespace
+
+tcp::endpoint resolve_endpoint(asio::io_context &ioc, const std::string &host,
+                               uint16_t port)
+{
+    boost::system::error_code ec;
+    auto addr = asio::ip::make_address(host.empty() ? "0.0.0.0" : host, ec);
+    if (!ec)
+        return {addr, port};
+    tcp::resolver r(ioc);
+    auto results = r.resolve(host, std::to_string(port));
+    return results.begin()->endpoint();
+}
+
+Listener::Listener(asio::io_context &ioc, const std::string &host,
+                   uint16_t port, Handler handler, std::string name)
+    : ioc_(ioc), acceptor_(ioc),
+      handler_(std::make_shared<Handler>(std::move(handler))),
+      name_(std::move(name))
+{
+    auto ep = resolve_endpoint(ioc, host, port);
+    acceptor_.open(ep.protocol());
+    acceptor_.set_option(asio::socket_base::reuse_address(true));
+    acceptor_.bind(ep);
+    acceptor_.listen();
+    port_ = acceptor_.local_endpoint().port();
+}
+
+void Listener::start()
+{
+    accept();
+}
+
+void Listener::stop()
+{
+    boost::system::error_code ec;
+    acceptor_.close(ec);
+}
+
+void Listener::accept()
+{
+    acceptor_.async_accept(asio::make_strand(ioc_),
+                           [self = shared_from_this()](
+                               boost::system::error_code ec, tcp::socket s) {
+                               if (ec == asio::error::operation_aborted ||
+                                   !self->acceptor_.is_open())
+                                   return;
+                               if (!ec) {
+                                   s.set_option(tcp::no_delay(true), ec);
+                                   std::make_shared<Session>(std::move(s),
+                                                             self->handler_,
+                                                             self->name_)
+                                       ->start();
+                               }
+                               self->accept();
+                           });
+}
+
+std::string http_date()
+{
+    std::time_t t = std::time(nullptr);
+    std::tm tm{};
+    gmtime_r(&t, &tm);
+    static const char *days[] = {"Sun", "Mon", "Tue", "Wed",
+                                 "Thu", "Fri", "Sat"};
+    static const char *months[] = {"Jan", "Feb", "Mar", "Apr", "May", "Jun",
+                                   "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"};
+    char buf[64];
+    std::snprintf(buf, sizeof buf, "%s, %02d %s %04d %02d:%02d:%02d GMT",
+                  days[tm.tm_wday], tm.tm_mday, months[tm.tm_mon],
+                  tm.tm_year + 1900, tm.tm_hour, tm.tm_min, tm.tm_sec);
+    return buf;
+}
+
+Response ok(const Request &req, std::string body)
+{
+    Response res{bhttp::status::ok, req.version()};
+    res.set(bhttp::field::date, http_date());
+    if (!body.empty())
+        res.set(bhttp::field::content_type, "text/plain; charset=utf-8");
+    res.body() = std::move(body);
+    return res;
+}
+
+Response error(const Request &req, bhttp::status code,
+               const std::string &message)
+{
+    Response res{code, req.version() ? req.version() : 11};
+    res.set(bhttp::field::content_type, "text/plain; charset=utf-8");
+    res.set("X-Content-Type-Options", "nosniff");
+    res.set(bhttp::field::date, http_date());
+    res.body() = message + "\n";
+    return res;
+}
+
+Response not_found(const Request &req)
+{
+    return error(req, bhttp::status::not_found, "404 page not found");
+}
+
+} // namespace todd::server::http

@@ -1,0 +1,180 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "json.hpp"
+
+#include <rapidjson/error/en.h>
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <vector>
+
+namespace todd::server::json {
+
+void quote(std::string &out, std::string_view s)
+{
+    static const char hex[] = "0123456789abcdef";
+    out += '"';
+    for (size_t i = 0; i < s.size(); ++i) {
+        unsigned char c = static_cast<unsigned char>(s[i]);
+        switch (c) {
+        case '"': out += "\\\""; break;
+        case '\\': out += "\\\\"; break;
+        case '\n': out += "\\n"; break;
+        case '\r': out += "\\r"; break;
+        case '\t': out += "\\t"; break;
+        default:
+            if (c < 0x20 || c == '<' || c == '>' || c == '&') {
+                out += "\\u00";
+                out += hex[c >> 4];
+                out += hex[c & 0xf];
+            } else if (c == 0xe2 && i + 2 < s.size() &&
+                       static_cast<unsigned char>(s[i + 1]) == 0x80 &&
+                       (static_cast<unsigned char>(s[i + 2]) == 0xa8 ||
+                        static_cast<unsigned char>(s[i + 2]) == 0xa9)) {
+                // U+2028/U+2029, escaped by Go for JavaScript safety.
+                out += static_cast<unsigned char>(s[i + 2]) == 0xa8 ? "\\u2028"
+                                                                    : "\\u2029";
+                i += 2;
+            } else {
+                out += static_cast<char>(c);
+            }
+        }
+    }
+    out += '"';
+}
+
+std::string quote(std::string_view s)
+{
+    std::string out;
+    quote(out, s);
+    return out;
+}
+
+void number(std::string &out, double v)
+{
+    if (!std::isfinite(v)) {
+        out += "null"; // Go refuses these; never produced by a parser
+        return;
+    }
+    char buf[64];
+    double a = std::fabs(v);
+    bool sci = a != 0 && (a < 1e-6 || a >= 1e21);
+    auto r = std::to_chars(buf, buf + sizeof buf, v,
+                           sci ? std::chars_format::scientific
+                               : std::chars_format::fixed);
+    std::string text(buf, r.ptr);
+    if (sci) {
+        // Go's encoder cleans e-07 up to e-7 (negative exponents only).
+        size_t n = text.size();
+        if (n >= 4 && text[n - 4] == 'e' && text[n - 3] == '-' &&
+            text[n - 2] == '0')
+            text.erase(n - 2, 1);
+    }
+    out += text;
+}
+
+namespace {
+
+void newline(std::string &out, int indent, int depth)
+{
+    out += '\n';
+    out.append(static_cast<size_t>(indent * depth), ' ');
+}
+
+void write(std::string &out, const rapidjson::Value &v, int indent,
+           bool sort_keys, int depth)
+{
+    switch (v.GetType()) {
+    case rapidjson::kNullType: out += "null"; break;
+    case rapidjson::kFalseType: out += "false"; break;
+    case rapidjson::kTrueType: out += "true"; break;
+    case rapidjson::kStringType:
+        quote(out, std::string_view(v.GetString(), v.GetStringLength()));
+        break;
+    case rapidjson::kNumberType:
+        if (v.IsInt64() && std::llabs(v.GetInt64()) < (1LL << 53))
+            out += std::to_string(v.GetInt64());
+        else
+            number(out, v.GetDouble());
+        break;
+    case rapidjson::kArrayType: {
+        if (v.Empty()) {
+            out += "[]";
+            break;
+        }
+        out += '[';
+        bool first = true;
+        for (const auto &e : v.GetArray()) {
+            if (!first)
+                out += ',';
+            first = false;
+            if (indent)
+                newline(out, indent, depth + 1);
+            write(out, e, indent, sort_keys, depth + 1);
+        }
+        if (indent)
+            newline(out, indent, depth);
+        out += ']';
+        break;
+    }
+    case rapidjson::kObjectType: {
+        if (v.MemberCount() == 0) {
+            out += "{}";
+            break;
+        }
+        std::vector<const rapidjson::Value::Member *> members;
+        for (const auto &m : v.GetObject())
+            members.push_back(&m);
+        if (sort_keys)
+            std::stable_sort(
+                members.begin(), members.end(), [](auto *a, auto *b) {
+                    return std::string_view(a->name.GetString(),
+                                            a->name.GetStringLength()) <
+                           std::string_view(b->name.GetString(),
+                                            b->name.GetStringLength());
+                });
+        out += '{';
+        bool first = true;
+        for (auto *m : members) {
+            if (!first)
+                out += ',';
+            first = false;
+            if (indent)
+                newline(out, indent, depth + 1);
+            quote(out, std::string_view(m->name.GetString(),
+                                        m->name.GetStringLength()));
+            out += indent ? ": " : ":";
+            write(out, m->value, indent, sort_keys, depth + 1);
+        }
+        if (indent)
+            newline(out, indent, depth);
+        out += '}';
+        break;
+    }
+    }
+}
+
+} // namespace
+
+std::string encode(const rapidjson::Value &v, int indent, bool sort_keys)
+{
+    std::string out;
+    write(out, v, indent, sort_keys, 0);
+    return out;
+}
+
+bool parse(rapidjson::Document &doc, std::string_view text, std::string &error)
+{
+    // Trailing whitespace is fine (the CLI ends its run request with \n);
+    // anything else after the value is an error, as with Go's Unmarshal.
+    doc.Parse(text.data(), text.size());
+    if (doc.HasParseError()) {
+        error = std::string("invalid JSON at offset ") +
+                std::to_string(doc.GetErrorOffset()) + ": " +
+                rapidjson::GetParseError_En(doc.GetParseError());
+        return false;
+    }
+    return true;
+}
+
+} // namespace todd::server::json

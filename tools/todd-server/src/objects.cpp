@@ -1,0 +1,333 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "objects.hpp"
+#include "json.hpp"
+
+#include <arpa/inet.h>
+
+#include <cstring>
+#include <strings.h>
+
+namespace todd::server {
+
+namespace rj = rapidjson;
+
+std::optional<Cidr> Cidr::parse(const std::string &text)
+{
+    auto slash = text.find('/');
+    if (slash == std::string::npos || slash + 1 >= text.size())
+        return std::nullopt;
+    std::string ip = text.substr(0, slash), bits = text.substr(slash + 1);
+    for (char c : bits)
+        if (c < '0' || c > '9')
+            return std::nullopt;
+    if (bits.size() > 3)
+        return std::nullopt;
+    Cidr c;
+    c.prefix = std::stoi(bits);
+    if (inet_pton(AF_INET, ip.c_str(), c.addr.data()) == 1) {
+        if (c.prefix > 32)
+            return std::nullopt;
+    } else if (inet_pton(AF_INET6, ip.c_str(), c.addr.data()) == 1) {
+        c.v6 = true;
+        if (c.prefix > 128)
+            return std::nullopt;
+    } else {
+        return std::nullopt;
+    }
+    return c;
+}
+
+bool Cidr::contains(const std::string &address) const
+{
+    std::string a = address.substr(0, address.find('%'));
+    std::array<unsigned char, 16> ip{};
+    const unsigned char *bytes = nullptr;
+    if (!v6) {
+        if (inet_pton(AF_INET, a.c_str(), ip.data()) == 1) {
+            bytes = ip.data();
+        } else if (inet_pton(AF_INET6, a.c_str(), ip.data()) == 1) {
+            // IPv4-mapped IPv6 addresses count as IPv4, as in Go.
+            static const unsigned char mapped[12] = {0, 0, 0, 0, 0,    0,
+                                                     0, 0, 0, 0, 0xff, 0xff};
+            if (std::memcmp(ip.data(), mapped, 12) != 0)
+                return false;
+            bytes = ip.data() + 12;
+        } else {
+            return false;
+        }
+    } else {
+        if (inet_pton(AF_INET6, a.c_str(), ip.data()) != 1)
+            return false;
+        bytes = ip.data();
+    }
+    int full = prefix / 8, rest = prefix % 8;
+    if (std::memcmp(bytes, addr.data(), static_cast<size_t>(full)) != 0)
+        return false;
+    if (rest) {
+        unsigned char mask = static_cast<unsigned char>(0xff << (8 - rest));
+        if ((bytes[full] & mask) != (addr[static_cast<size_t>(full)] & mask))
+            return false;
+    }
+    return true;
+}
+
+bool MatchStatement::matches(const msg::Facts &facts) const
+{
+    if (hostname) {
+        auto it = facts.find("Hostname");
+        if (it != facts.end() && !it->second.empty() &&
+            std::regex_search(it->second.front(), *hostname))
+            return true;
+    }
+    if (subnet) {
+        auto it = facts.find("Addresses");
+        if (it != facts.end())
+            for (const auto &a : it->second)
+                if (subnet->contains(a))
+                    return true;
+    }
+    return false;
+}
+
+bool GroupObject::matches_agent(const msg::Facts &facts) const
+{
+    for (const auto &m : matches)
+        if (m.matches(facts))
+            return true;
+    return false;
+}
+
+namespace {
+
+std::string str(const rj::Value &v)
+{
+    return std::string(v.GetString(), v.GetStringLength());
+}
+
+/** A string member, "" when absent or null; ObjectError for other types. */
+std::string string_member(const rj::Value &obj, const char *key,
+                          const std::string &where)
+{
+    // Go matches keys case-insensitively; prefer the exact one.
+    const rj::Value *found = nullptr;
+    for (const auto &m : obj.GetObject()) {
+        if (strcasecmp(m.name.GetString(), key) == 0) {
+            if (!found || std::strcmp(m.name.GetString(), key) == 0)
+                found = &m.value;
+        }
+    }
+    if (!found || found->IsNull())
+        return {};
+    if (!found->IsString())
+        throw ObjectError(where + "." + key + " must be a string");
+    return str(*found);
+}
+
+const rj::Value *member(const rj::Value &obj, const char *key)
+{
+    const rj::Value *found = nullptr;
+    for (const auto &m : obj.GetObject())
+        if (strcasecmp(m.name.GetString(), key) == 0)
+            if (!found || std::strcmp(m.name.GetString(), key) == 0)
+                found = &m.value;
+    return found;
+}
+
+/** A string->string map; null allowed (returns false). */
+bool string_map(const rj::Value *v, const std::string &where,
+                std::map<std::string, std::string> &out)
+{
+    if (!v || v->IsNull())
+        return false;
+    if (!v->IsObject())
+        throw ObjectError(where + " must be a map of strings");
+    for (const auto &m : v->GetObject()) {
+        if (!m.value.IsString())
+            throw ObjectError(where + "." + str(m.name) + " must be a string");
+        out[str(m.name)] = str(m.value);
+    }
+    return true;
+}
+
+void put_map(std::string &out, const std::map<std::string, std::string> &m)
+{
+    out += '{';
+    bool first = true;
+    for (const auto &[k, v] : m) {
+        if (!first)
+            out += ',';
+        first = false;
+        json::quote(out, k);
+        out += ':';
+        json::quote(out, v);
+    }
+    out += '}';
+}
+
+MatchStatement compile(const std::map<std::string, std::string> &m,
+                       const std::string &where)
+{
+    MatchStatement st;
+    if (auto it = m.find("hostname"); it != m.end()) {
+        try {
+            st.hostname.emplace(it->second, std::regex::ECMAScript);
+        } catch (const std::regex_error &e) {
+            throw ObjectError(where +
+                              ".hostname: invalid regular expression \"" +
+                              it->second + "\": " + e.what());
+        }
+    }
+    if (auto it = m.find("within_subnet"); it != m.end()) {
+        st.subnet = Cidr::parse(it->second);
+        if (!st.subnet)
+            throw ObjectError(where + ".within_subnet: invalid CIDR \"" +
+                              it->second + "\"");
+    }
+    return st;
+}
+
+} // namespace
+
+NormalisedObject normalise_object(std::string_view body)
+{
+    rj::Document doc;
+    std::string err;
+    if (body.find_first_not_of(" \t\r\n") == std::string_view::npos)
+        throw ObjectError("empty request body, expected a JSON object");
+    if (!json::parse(doc, body, err))
+        throw ObjectError(err);
+    if (!doc.IsObject())
+        throw ObjectError("expected a JSON object");
+    NormalisedObject n;
+    n.type = string_member(doc, "type", "object");
+    n.label = string_member(doc, "label", "object");
+    if (n.type != "group" && n.type != "testrun")
+        throw ObjectError("unknown object type \"" + n.type +
+                          "\" (expected group or testrun)");
+    if (n.label.empty())
+        throw ObjectError("object has no label");
+    const rj::Value *spec = member(doc, "spec");
+    static const rj::Value empty_obj(rj::kObjectType);
+    if (!spec || spec->IsNull())
+        spec = &empty_obj;
+    if (!spec->IsObject())
+        throw ObjectError("spec must be a map");
+
+    std::string &out = n.json;
+    out = "{\"label\":";
+    json::quote(out, n.label);
+    out += ",\"type\":";
+    json::quote(out, n.type);
+    out += ",\"spec\":{";
+    if (n.type == "group") {
+        out += "\"group\":";
+        json::quote(out, string_member(*spec, "group", "spec"));
+        out += ",\"matches\":";
+        const rj::Value *matches = member(*spec, "matches");
+        if (!matches || matches->IsNull()) {
+            out += "null";
+        } else {
+            if (!matches->IsArray())
+                throw ObjectError("spec.matches must be a list");
+            out += '[';
+            size_t i = 0;
+            for (const auto &m : matches->GetArray()) {
+                std::string where = "spec.matches[" + std::to_string(i) + "]";
+                std::map<std::string, std::string> sm;
+                if (i++)
+                    out += ',';
+                if (!string_map(&m, where, sm)) {
+                    out += "null";
+                    continue;
+                }
+                compile(sm, where); // refuse bad regex / CIDR now
+                put_map(out, sm);
+            }
+            out += ']';
+        }
+    } else {
+        std::string targettype = string_member(*spec, "targettype", "spec");
+        out += "\"targettype\":";
+        json::quote(out, targettype);
+        out += ",\"source\":";
+        std::map<std::string, std::string> source;
+        if (string_map(member(*spec, "source"), "spec.source", source))
+            put_map(out, source);
+        else
+            out += "null";
+        out += ",\"target\":";
+        const rj::Value *target = member(*spec, "target");
+        if (targettype == "group") {
+            std::map<std::string, std::string> t;
+            if (!string_map(target, "spec.target", t))
+                throw ObjectError(
+                    "spec.target of a group testrun must be a map with "
+                    "name, app and args");
+            for (const char *k : {"name", "app", "args"})
+                if (!t.count(k))
+                    throw ObjectError(std::string("spec.target.") + k +
+                                      " is missing (give args: \"\" if "
+                                      "there are none)");
+            put_map(out, t);
+        } else if (!target || target->IsNull()) {
+            out += "null";
+        } else {
+            if (!target->IsArray())
+                throw ObjectError("spec.target of an uncontrolled testrun "
+                                  "must be a list of addresses");
+            for (const auto &t : target->GetArray())
+                if (!t.IsString())
+                    throw ObjectError("spec.target entries must be strings");
+            out += json::encode(*target);
+        }
+    }
+    out += "}}";
+    return n;
+}
+
+GroupObject parse_group(const std::string &text)
+{
+    rj::Document doc;
+    std::string err;
+    if (!json::parse(doc, text, err) || !doc.IsObject())
+        throw ObjectError("stored group is corrupt: " + err);
+    GroupObject g;
+    g.label = string_member(doc, "label", "object");
+    const rj::Value *spec = member(doc, "spec");
+    if (!spec || !spec->IsObject())
+        return g;
+    const rj::Value *matches = member(*spec, "matches");
+    if (!matches || !matches->IsArray())
+        return g;
+    for (const auto &m : matches->GetArray()) {
+        std::map<std::string, std::string> sm;
+        if (string_map(&m, "spec.matches", sm))
+            g.matches.push_back(compile(sm, "spec.matches"));
+    }
+    return g;
+}
+
+TestRunObject parse_testrun(const std::string &text)
+{
+    rj::Document doc;
+    std::string err;
+    if (!json::parse(doc, text, err) || !doc.IsObject())
+        throw ObjectError("stored testrun is corrupt: " + err);
+    TestRunObject t;
+    t.label = string_member(doc, "label", "object");
+    const rj::Value *spec = member(doc, "spec");
+    if (!spec || !spec->IsObject())
+        return t;
+    t.group_target = string_member(*spec, "targettype", "spec") == "group";
+    string_map(member(*spec, "source"), "spec.source", t.source);
+    const rj::Value *target = member(*spec, "target");
+    if (t.group_target)
+        string_map(target, "spec.target", t.target);
+    else if (target && target->IsArray())
+        for (const auto &v : target->GetArray())
+            if (v.IsString())
+                t.targets.push_back(str(v));
+    return t;
+}
+
+} // namespace todd::server

@@ -1,0 +1,74 @@
+// SPDX-License-Identifier: Apache-2.0
+// ToDD's group and testrun objects: validation, the normalised JSON the Go
+// server stores, and group matching (hostname regex, within_subnet CIDR).
+#pragma once
+
+#include <todd/core/messages.hpp>
+
+#include <array>
+#include <map>
+#include <optional>
+#include <regex>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace todd::server {
+
+/** An object was refused; what() is the reason sent to the client. */
+class ObjectError : public std::runtime_error {
+  public:
+    using std::runtime_error::runtime_error;
+};
+
+/** An IPv4 or IPv6 network. */
+struct Cidr {
+    bool v6 = false;
+    std::array<unsigned char, 16> addr{};
+    int prefix = 0;
+    /** Parse "a.b.c.d/n" or "x::y/n"; nullopt when invalid. */
+    static std::optional<Cidr> parse(const std::string &text);
+    /** True when the address text (IPv4, IPv6, optional %zone) is inside. */
+    bool contains(const std::string &address) const;
+};
+
+/** One match statement of a group. */
+struct MatchStatement {
+    std::optional<std::regex> hostname;
+    std::optional<Cidr> subnet;
+    bool matches(const msg::Facts &facts) const;
+};
+
+struct GroupObject {
+    std::string label;
+    std::vector<MatchStatement> matches;
+    bool matches_agent(const msg::Facts &facts) const;
+};
+
+struct TestRunObject {
+    std::string label;
+    bool group_target = false; // targettype "group"; anything else uncontrolled
+    std::map<std::string, std::string> source; // name, app, args
+    std::map<std::string, std::string> target; // group targets
+    std::vector<std::string> targets;          // uncontrolled targets
+};
+
+/** A validated object and the compact JSON to store for it. */
+struct NormalisedObject {
+    std::string type, label, json;
+};
+
+/**
+ * Validate a create request body and normalise it as the Go server does
+ * (unknown keys dropped, label/type/spec order, maps sorted). Throws
+ * ObjectError naming what is wrong: bad JSON, unknown type, empty label,
+ * wrong field types, an invalid hostname regex or within_subnet CIDR, a
+ * group target without name/app/args.
+ */
+NormalisedObject normalise_object(std::string_view body);
+
+/** Rebuild objects from their stored JSON (already validated). */
+GroupObject parse_group(const std::string &json);
+TestRunObject parse_testrun(const std::string &json);
+
+} // namespace todd::server

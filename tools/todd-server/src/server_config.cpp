@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: Apache-2.0
+// server.cfg -> ServerConfig. ToDD's file is read unchanged; our own keys
+// are additions in the same sections (docs/server.md).
+#include <todd/server/server.hpp>
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <netinet/in.h>
+
+#include <cmath>
+#include <set>
+
+namespace todd::server {
+
+using core::ConfigError;
+
+namespace {
+
+std::string where(const core::IniFile &ini, const std::string &sec,
+                  const std::string &key)
+{
+    int line = 0;
+    if (auto s = ini.lines.find(sec); s != ini.lines.end())
+        if (auto k = s->second.find(key); k != s->second.end())
+            line = k->second;
+    return ini.path + ":" + std::to_string(line) + ": [" + sec + "] " + key;
+}
+
+uint16_t port_value(const core::IniFile &ini, const std::string &sec,
+                    const std::string &key, uint16_t fallback)
+{
+    if (!ini.has(sec, key))
+        return fallback;
+    std::string v = ini.get(sec, key);
+    try {
+        size_t used = 0;
+        long n = std::stol(v, &used);
+        if (used == v.size() && n >= 0 && n <= 65535)
+            return static_cast<uint16_t>(n);
+    } catch (const std::exception &) {
+    }
+    throw ConfigError(where(ini, sec, key) + ": \"" + v +
+                      "\" is not a port number (0-65535)");
+}
+
+/** Seconds, fractions allowed ("0.5"). */
+double seconds_value(const core::IniFile &ini, const std::string &sec,
+                     const std::string &key, double fallback)
+{
+    if (!ini.has(sec, key))
+        return fallback;
+    std::string v = ini.get(sec, key);
+    try {
+        size_t used = 0;
+        double d = std::stod(v, &used);
+        if (used == v.size() && d >= 0 && std::isfinite(d))
+            return d;
+    } catch (const std::exception &) {
+    }
+    throw ConfigError(where(ini, sec, key) + ": \"" + v +
+                      "\" is not a number of seconds");
+}
+
+milliseconds ms(double s)
+{
+    return milliseconds(static_cast<int64_t>(std::llround(s * 1000)));
+}
+
+} // namespace
+
+std::string interface_ipv4(const std::string &ifname)
+{
+    ifaddrs *list = nullptr;
+    if (getifaddrs(&list) != 0)
+        return {};
+    std::string out;
+    for (ifaddrs *i = list; i; i = i->ifa_next) {
+        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET ||
+            ifname != i->ifa_name)
+            continue;
+        char buf[INET_ADDRSTRLEN];
+        auto *sin = reinterpret_cast<sockaddr_in *>(i->ifa_addr);
+        if (inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf)) {
+            out = buf;
+            break;
+        }
+    }
+    freeifaddrs(list);
+    return out;
+}
+
+ServerConfig load_server_config(const core::IniFile &ini,
+                                std::vector<std::string> *notes)
+{
+    static const std::map<std::string, std::set<std::string>> known = {
+        {"api",
+         {"host", "port", "streamport", "streamacktimeout", "streamlinger"}},
+        {"assets", {"ip", "port", "downloadretry"}},
+        {"grouping", {"interval", "agentexpiry"}},
+        {"testing",
+         {"timeout", "sourcetimelimit", "installtimeout", "resultgrace"}},
+        {"localresources", {"defaultinterface", "ipaddroverride", "optdir"}},
+    };
+    for (const auto &[sec, keys] : ini.sections) {
+        if (sec == "comms")
+            continue; // resolve_comms validates these against the plugin
+        if (sec == "db" || sec == "tsdb") {
+            if (notes)
+                notes->push_back("[" + sec + "] in " + ini.path +
+                                 " is not used: objects and results are "
+                                 "kept in the server's SQLite file");
+            continue;
+        }
+        auto k = known.find(sec);
+        if (k == known.end()) {
+            int line = 0;
+            if (auto s = ini.lines.find(sec);
+                s != ini.lines.end() && !s->second.empty())
+                line = s->second.begin()->second;
+            throw ConfigError(ini.path + ":" + std::to_string(line) +
+                              ": unknown section [" + sec + "]");
+        }
+        for (const auto &kv : keys)
+            if (!k->second.count(kv.first))
+                throw ConfigError(where(ini, sec, kv.first) +
+                                  ": unknown key in section [" + sec + "]");
+    }
+
+    ServerConfig c;
+    if (ini.has("api", "host") && !ini.get("api", "host").empty())
+        c.api_host = ini.get("api", "host");
+    c.api_port = port_value(ini, "api", "port", c.api_port);
+    c.stream_port = port_value(ini, "api", "streamport", c.stream_port);
+    c.stream_ack_timeout =
+        ms(seconds_value(ini, "api", "streamacktimeout", 30));
+    c.stream_linger = ms(seconds_value(ini, "api", "streamlinger", 10));
+    if (ini.has("assets", "ip") && !ini.get("assets", "ip").empty())
+        c.assets_host = ini.get("assets", "ip");
+    c.assets_port = port_value(ini, "assets", "port", c.assets_port);
+    c.download_retry = ms(seconds_value(ini, "assets", "downloadretry", 30));
+    if (ini.has("grouping", "interval") && notes)
+        notes->push_back("[Grouping] Interval is not needed: groups are "
+                         "re-evaluated whenever agents or groups change");
+    c.agent_expiry = ms(seconds_value(ini, "grouping", "agentexpiry", 30));
+    c.target_time_limit = static_cast<int64_t>(
+        std::llround(seconds_value(ini, "testing", "timeout", 30)));
+    c.source_time_limit = static_cast<int64_t>(
+        std::llround(seconds_value(ini, "testing", "sourcetimelimit", 30)));
+    c.install_timeout = ms(seconds_value(ini, "testing", "installtimeout", 30));
+    c.result_grace = ms(seconds_value(ini, "testing", "resultgrace", 15));
+    if (ini.has("localresources", "optdir") &&
+        !ini.get("localresources", "optdir").empty())
+        c.opt_dir = ini.get("localresources", "optdir");
+
+    std::string override_addr = ini.get("localresources", "ipaddroverride");
+    std::string ifname = ini.get("localresources", "defaultinterface");
+    if (!override_addr.empty()) {
+        c.advertised_addr = override_addr;
+    } else if (!ifname.empty()) {
+        c.advertised_addr = interface_ipv4(ifname);
+        if (c.advertised_addr.empty() && notes)
+            notes->push_back("[LocalResources] DefaultInterface " + ifname +
+                             " has no IPv4 address; asset URLs fall back to "
+                             "the assets listen address");
+    }
+    return c;
+}
+
+} // namespace todd::server
