@@ -2,6 +2,7 @@
 // Process-wide logging to stderr with levels. Thread-safe.
 #pragma once
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -20,6 +21,12 @@ bool enabled(Level level);
 Level parse_level(std::string_view text);
 /** Write one line: time, level, component, message. */
 void write(Level level, std::string_view component, std::string_view message);
+
+/** Receives every line that passes the level filter, instead of stderr. */
+using Sink = std::function<void(Level, std::string_view component, std::string_view message)>;
+/** Install a sink (empty = stderr again); returns the previous one. Used by
+ *  tests and tools that capture log lines. */
+Sink set_sink(Sink sink);
 
 inline void error(std::string_view c, std::string_view m) { write(Level::error, c, m); }
 inline void warn(std::string_view c, std::string_view m) { write(Level::warn, c, m); }
