@@ -62,8 +62,10 @@ class Comms {
      * set). The subscription moves whenever set_group is called.
      */
     void watch_for_group(TaskHandler handler);
-    /** Move the group subscription to this group's queue ("" = none).
-     *  Must not be called from inside a handler. */
+    /** Move the group subscription to this group's queue ("" = none):
+     *  the old queue is unsubscribed before the new one is subscribed.
+     *  From inside a Comms handler it throws CommsError(E_STATE), as do
+     *  watch_for_group, listen_* and stop. */
     void set_group(const std::string &group);
     /** Current group ("" = none). */
     std::string group() const;
@@ -79,7 +81,10 @@ class Comms {
     /** Receive responses from "agentresponses". */
     Subscription listen_for_responses(ResponseHandler handler);
 
-    /** Publish raw bytes with the send policy (used by the above). */
+    /** Publish raw bytes with the send policy (used by the above):
+     *  E_UNAVAILABLE/E_TIMEOUT are retried with backoff for
+     *  policy.retry_for, other failures throw at once; the CommsError
+     *  names the queue and the cause. */
     void send_raw(const std::string &queue, std::string_view payload,
                   const PublishOptions &opts = {});
 
@@ -88,7 +93,8 @@ class Comms {
   private:
     std::unique_ptr<Transport> transport_;
     SendPolicy policy_;
-    mutable std::mutex group_mu_;
+    std::mutex control_mu_;       // serialises group moves and stop
+    mutable std::mutex group_mu_; // guards group_ only, never held in I/O
     std::string group_;
     TaskHandler group_handler_;
     Subscription group_sub_;
