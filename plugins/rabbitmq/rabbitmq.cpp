@@ -1085,8 +1085,7 @@ class RabbitTransport final : public Transport {
                            "alarm); publishes wait");
                 break;
             case AMQP_CONNECTION_UNBLOCKED_METHOD:
-                host().log(TODD_COMMS_LOG_INFO,
-                           "broker unblocked publishing");
+                host().log(TODD_COMMS_LOG_INFO, "broker unblocked publishing");
                 break;
             default: break;
             }

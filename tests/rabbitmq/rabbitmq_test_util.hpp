@@ -52,8 +52,8 @@ class SharedBroker : public ::testing::Environment {
 
 inline std::shared_ptr<const todd::core::Plugin> plugin()
 {
-    static auto p = todd::core::PluginRegistry({RABBITMQ_PLUGIN_DIR})
-                        .load("rabbitmq");
+    static auto p =
+        todd::core::PluginRegistry({RABBITMQ_PLUGIN_DIR}).load("rabbitmq");
     return p;
 }
 
@@ -81,8 +81,7 @@ inline std::unique_ptr<Transport> make(const Options &o, bool start = true)
 inline std::string unique(const std::string &base)
 {
     static std::atomic<int> n{0};
-    return base + "-" + std::to_string(::getpid()) + "-" +
-           std::to_string(n++);
+    return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
 }
 
 inline std::string read_file(const std::string &path)
@@ -99,12 +98,12 @@ class StateLog {
   public:
     void attach(Transport &t)
     {
-        t.on_state([this](todd::core::LinkState s, int32_t st,
-                          const std::string &d) {
-            std::lock_guard g(m_);
-            log_.push_back({s, st, d});
-            cv_.notify_all();
-        });
+        t.on_state(
+            [this](todd::core::LinkState s, int32_t st, const std::string &d) {
+                std::lock_guard g(m_);
+                log_.push_back({s, st, d});
+                cv_.notify_all();
+            });
     }
     struct Entry {
         todd::core::LinkState state;
@@ -131,8 +130,7 @@ class StateLog {
     std::optional<Entry> wait_state(todd::core::LinkState s, size_t from = 0,
                                     std::chrono::milliseconds limit = 60s)
     {
-        return wait([&](const Entry &e) { return e.state == s; }, from,
-                    limit);
+        return wait([&](const Entry &e) { return e.state == s; }, from, limit);
     }
     size_t size()
     {
@@ -216,8 +214,8 @@ class RawPeer {
         amqp_socket_t *s = amqp_tcp_socket_new(c_);
         if (amqp_socket_open(s, "127.0.0.1", port) != AMQP_STATUS_OK)
             throw std::runtime_error("raw peer: cannot connect");
-        check(amqp_login(c_, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN,
-                         "guest", "guest"),
+        check(amqp_login(c_, "/", 0, 131072, 0, AMQP_SASL_METHOD_PLAIN, "guest",
+                         "guest"),
               "login");
         amqp_channel_open(c_, 1);
         check(amqp_get_rpc_reply(c_), "channel.open");
@@ -263,8 +261,7 @@ class RawPeer {
         }
         amqp_bytes_t b{body.size(), const_cast<char *>(body.data())};
         int rc = amqp_basic_publish(c_, 1, amqp_cstring_bytes("test_exchange"),
-                                    amqp_cstring_bytes(q.c_str()), 0, 0, &p,
-                                    b);
+                                    amqp_cstring_bytes(q.c_str()), 0, 0, &p, b);
         if (rc != AMQP_STATUS_OK)
             throw std::runtime_error("raw publish failed");
         // A synchronous call so the broker has routed it before we return.
@@ -296,7 +293,8 @@ class RawPeer {
                     out.content_type = str(p.content_type);
                 if (p._flags & AMQP_BASIC_EXPIRATION_FLAG)
                     out.expiration = str(p.expiration);
-                out.has_delivery_mode = p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG;
+                out.has_delivery_mode =
+                    p._flags & AMQP_BASIC_DELIVERY_MODE_FLAG;
                 out.delivery_mode = p.delivery_mode;
                 out.has_other_properties =
                     (p._flags & ~(AMQP_BASIC_CONTENT_TYPE_FLAG |
@@ -335,12 +333,11 @@ class LogCapture {
   public:
     LogCapture()
     {
-        prev_ = todd::log::set_sink([this](todd::log::Level,
-                                           std::string_view c,
-                                           std::string_view m) {
-            std::lock_guard g(m_);
-            text_ += std::string(c) + ": " + std::string(m) + "\n";
-        });
+        prev_ = todd::log::set_sink(
+            [this](todd::log::Level, std::string_view c, std::string_view m) {
+                std::lock_guard g(m_);
+                text_ += std::string(c) + ": " + std::string(m) + "\n";
+            });
     }
     ~LogCapture() { todd::log::set_sink(prev_); }
     std::string text()

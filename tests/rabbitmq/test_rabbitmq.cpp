@@ -55,11 +55,26 @@ TEST_F(Rabbit, MetadataDeclaresEveryKey)
     std::set<std::string> keys;
     for (const auto &k : info.keys)
         keys.insert(k.name);
-    for (const char *k :
-         {"host", "port", "user", "password", "password_file", "password_env",
-          "vhost", "heartbeat", "connect_timeout", "brokers", "tls", "tls_ca",
-          "tls_cert", "tls_key", "tls_verify_peer", "tls_verify_hostname",
-          "prefetch", "confirms", "durable", "publish_timeout"})
+    for (const char *k : {"host",
+                          "port",
+                          "user",
+                          "password",
+                          "password_file",
+                          "password_env",
+                          "vhost",
+                          "heartbeat",
+                          "connect_timeout",
+                          "brokers",
+                          "tls",
+                          "tls_ca",
+                          "tls_cert",
+                          "tls_key",
+                          "tls_verify_peer",
+                          "tls_verify_hostname",
+                          "prefetch",
+                          "confirms",
+                          "durable",
+                          "publish_timeout"})
         EXPECT_TRUE(keys.count(k)) << "missing key " << k;
     for (const auto &k : info.keys) {
         if (k.name == "password") {
@@ -81,8 +96,8 @@ TEST_F(Rabbit, TopologyIsToddsOnTheBroker)
     server->publish("agentadvert", "{}", {std::chrono::milliseconds(5000)});
     connected(*agent_t);
 
-    auto ex = lines({"list_exchanges", "name", "type", "durable",
-                     "auto_delete", "internal", "arguments"},
+    auto ex = lines({"list_exchanges", "name", "type", "durable", "auto_delete",
+                     "internal", "arguments"},
                     "test_exchange");
     ASSERT_EQ(ex.size(), 1u);
     EXPECT_EQ(ex[0], "test_exchange\tdirect\tfalse\tfalse\tfalse\t[]");
@@ -318,10 +333,10 @@ TEST_F(Rabbit, WrongPasswordIsAClearErrorAndNeverLogged)
 {
     LogCapture log;
     const std::string secret = "Wr0ng-S3cret-xyz";
-    auto t = make(opts(port(), {{"password", secret},
-                                {"publish_timeout", "300"}}),
-                  false);
     StateLog states;
+    auto t =
+        make(opts(port(), {{"password", secret}, {"publish_timeout", "300"}}),
+             false);
     states.attach(*t);
     t->start();
     auto failed = states.wait_state(LinkState::failed);
@@ -355,9 +370,8 @@ TEST_F(Rabbit, PasswordFromFileAndEnvironment)
         f << "from-file-pw\n";
     }
     ::setenv("TODD_TEST_RMQ_PW", "from-file-pw", 1);
-    for (const auto &extra :
-         {Options{{"password_file", path}},
-          Options{{"password_env", "TODD_TEST_RMQ_PW"}}}) {
+    for (const auto &extra : {Options{{"password_file", path}},
+                              Options{{"password_env", "TODD_TEST_RMQ_PW"}}}) {
         Options o = opts(port(), extra);
         o["user"] = "todd-file";
         o["password"] = "not-this-one";
@@ -382,8 +396,8 @@ TEST_F(Rabbit, BrokerListSkipsADeadAddress)
 {
     int dead = todd::test::free_tcp_port();
     Options o = opts(port());
-    o["brokers"] = "127.0.0.1:" + std::to_string(dead) + ", 127.0.0.1:" +
-                   std::to_string(port());
+    o["brokers"] = "127.0.0.1:" + std::to_string(dead) +
+                   ", 127.0.0.1:" + std::to_string(port());
     auto t = make(o);
     std::string q = unique("cluster");
     Inbox in;
@@ -401,11 +415,10 @@ TEST_F(Rabbit, PublishFromInsideDeliverWhileConsumerIsBusy)
     Inbox responses;
     auto rsub = server->subscribe(resp_q, responses.handler());
     Transport *a = agent.get();
-    auto tsub = agent->subscribe(
-        tasks_q, [&](const todd::core::Delivery &d) {
-            a->publish(resp_q, "re:" + std::string(d.payload));
-            return Verdict::ack;
-        });
+    auto tsub = agent->subscribe(tasks_q, [&](const todd::core::Delivery &d) {
+        a->publish(resp_q, "re:" + std::string(d.payload));
+        return Verdict::ack;
+    });
     for (int i = 0; i < 50; ++i)
         server->publish(tasks_q, std::to_string(i));
     ASSERT_TRUE(responses.wait_for(50));

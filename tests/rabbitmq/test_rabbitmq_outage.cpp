@@ -25,10 +25,10 @@ TEST_F(Outage, BrokerAbsentAtStartThenStarted)
     bo.start = false;
     RabbitmqBroker broker(bo);
     std::string q = unique("late");
+    StateLog states; // outlives the transports (they report STOPPED)
     auto con = make(opts(broker.port()), false);
-    auto pub = make(opts(broker.port(), {{"publish_timeout", "120000"}}),
-                    false);
-    StateLog states;
+    auto pub =
+        make(opts(broker.port(), {{"publish_timeout", "120000"}}), false);
     states.attach(*con);
     con->start(); // must not fail: the broker is retried in the background
     pub->start();
@@ -61,8 +61,8 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingConfirmed)
     Options o = opts(broker.port(), {{"durable", "true"},
                                      {"exchange", "todd_durable"},
                                      {"publish_timeout", "60000"}});
-    auto con = make(o, false);
     StateLog con_states;
+    auto con = make(o, false);
     con_states.attach(*con);
     con->start();
     std::mutex m;
@@ -88,7 +88,8 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingConfirmed)
             std::vector<int> ids;
             for (int i = first; i < std::min(total, first + batch); ++i)
                 ids.push_back(i);
-            while (!ids.empty() && std::chrono::steady_clock::now() < deadline) {
+            while (!ids.empty() &&
+                   std::chrono::steady_clock::now() < deadline) {
                 std::vector<std::pair<std::string, std::string>> msgs;
                 for (int id : ids)
                     msgs.emplace_back(q, "task-" + std::to_string(id));
@@ -116,16 +117,17 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingConfirmed)
     while (progress < 3000)
         std::this_thread::sleep_for(5ms);
     size_t mark = con_states.size();
-    broker.restart(); // node stop + start, same port
+    broker.stop();
     auto back = std::chrono::steady_clock::now();
+    broker.start(); // same port; returns once rabbitmqctl sees it booted
     auto reconnected = con_states.wait_state(LinkState::connected, mark, 60s);
     auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
         std::chrono::steady_clock::now() - back);
     producer.join();
     ASSERT_TRUE(reconnected) << "no reconnection after the broker returned";
     std::cout << "reconnected " << took.count()
-              << " ms after the broker was back\n";
-    EXPECT_LT(took, 30s); // generous: reconnect_max is 1 s here
+              << " ms after the node was started again\n";
+    EXPECT_LT(took, 120s); // generous bound: the node's own boot is most of it
 
     std::unique_lock lk(m);
     cv.wait_for(lk, 120s, [&] {
@@ -183,8 +185,8 @@ TEST_F(Outage, TlsVerifiedWorksUnverifiedIsRefused)
         Options bad = good;
         bad["tls_ca"] = pki.other_ca_cert; // does not sign the broker
         bad["publish_timeout"] = "300";
-        auto t = make(bad, false);
         StateLog states;
+        auto t = make(bad, false);
         states.attach(*t);
         t->start();
         auto f = states.wait_state(LinkState::failed);

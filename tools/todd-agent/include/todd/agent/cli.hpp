@@ -1,0 +1,30 @@
+// SPDX-License-Identifier: Apache-2.0
+// The todd-agent command line: options, ToDD's agent.cfg, exit codes.
+#pragma once
+
+#include <todd/core/config.hpp>
+
+#include <string>
+
+namespace todd::agent {
+
+/** Exit codes of todd-agent. */
+inline constexpr int exit_ok = 0; // stopped by SIGINT/SIGTERM, or --help
+inline constexpr int exit_failure =
+    1; // runtime failure (state dir, plugin start)
+inline constexpr int exit_usage = 2; // bad option, config file or plugin key
+
+/**
+ * Check a ToDD config file for todd-agent: sections and keys of ToDD's
+ * Config struct are accepted (case-insensitively; the server-only ones are
+ * ignored, as the Go agent reads either file), anything else is refused.
+ * [Comms] keys other than Plugin must be keys of the plugin (plugin_keys,
+ * lower-case). Throws core::ConfigError naming file:line and the key.
+ */
+void check_agent_config(const core::IniFile &ini,
+                        const std::vector<std::string> &plugin_keys);
+
+/** The whole program: parse, load, run until SIGINT/SIGTERM. */
+int agent_main(int argc, char **argv);
+
+} // namespace todd::agent

@@ -1,0 +1,267 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <todd/agent/agent.hpp>
+#include <todd/agent/cli.hpp>
+#include <todd/agent/identity.hpp>
+#include <todd/core/comms.hpp>
+#include <todd/core/log.hpp>
+#include <todd/core/plugin_registry.hpp>
+
+#include "todd_build_config.h"
+
+#include <algorithm>
+#include <csignal>
+#include <iostream>
+#include <pthread.h>
+
+namespace po = boost::program_options;
+
+namespace todd::agent {
+
+namespace {
+constexpr const char *log_component = "todd-agent";
+
+// ToDD's config.Config: the Go agent accepts every section of it.
+const std::map<std::string, std::vector<std::string>> &toddsections()
+{
+    static const std::map<std::string, std::vector<std::string>> s = {
+        {"api", {"host", "port"}},
+        {"assets", {"ip", "port"}},
+        {"db", {"host", "port", "plugin", "databasename"}},
+        {"tsdb", {"host", "port", "plugin", "databasename"}},
+        {"grouping", {"interval"}},
+        {"testing", {"timeout"}},
+        {"localresources", {"defaultinterface", "ipaddroverride", "optdir"}},
+    };
+    return s;
+}
+
+std::string lower(std::string s)
+{
+    std::transform(s.begin(), s.end(), s.begin(),
+                   [](unsigned char c) { return std::tolower(c); });
+    return s;
+}
+
+std::string where(const core::IniFile &ini, const std::string &section,
+                  const std::string &key)
+{
+    int line = 0;
+    if (auto s = ini.lines.find(section); s != ini.lines.end())
+        if (auto k = s->second.find(key); k != s->second.end())
+            line = k->second;
+    return ini.path + (line > 0 ? ":" + std::to_string(line) : "");
+}
+
+const char *help_footer = R"(
+Configuration file: ToDD's agent.cfg (gcfg INI, names case-insensitive):
+  [Comms]           Plugin = <transport>; every other key goes to the plugin
+  [LocalResources]  DefaultInterface, IPAddrOverride, OptDir
+Command-line values override the file.
+
+Exit status:
+  0  stopped by SIGINT or SIGTERM (or --help/--version)
+  1  runtime failure (state directory unusable, transport cannot start)
+  2  usage or configuration error (bad option, config file or plugin key,
+     unknown plugin); nothing has connected yet
+)";
+} // namespace
+
+void check_agent_config(const core::IniFile &ini,
+                        const std::vector<std::string> &plugin_keys)
+{
+    for (const auto &[section, keys] : ini.sections) {
+        if (section == "comms") {
+            for (const auto &kv : keys) {
+                const std::string &key = kv.first;
+                if (key == "plugin")
+                    continue;
+                if (std::find(plugin_keys.begin(), plugin_keys.end(), key) ==
+                    plugin_keys.end())
+                    throw core::ConfigError(
+                        where(ini, section, key) + ": [Comms] " + key +
+                        " is not a key of the chosen transport plugin");
+            }
+            continue;
+        }
+        auto known = toddsections().find(section);
+        if (known == toddsections().end()) {
+            std::string path = ini.path;
+            int line = 0;
+            if (auto s = ini.lines.find(section);
+                s != ini.lines.end() && !s->second.empty())
+                line = s->second.begin()->second;
+            throw core::ConfigError(
+                path + (line > 0 ? ":" + std::to_string(line) : "") +
+                ": invalid section [" + section + "]");
+        }
+        for (const auto &kv : keys) {
+            const auto &allowed = known->second;
+            if (std::find(allowed.begin(), allowed.end(), kv.first) ==
+                allowed.end())
+                throw core::ConfigError(where(ini, section, kv.first) +
+                                        ": invalid variable " + kv.first +
+                                        " in section [" + section + "]");
+        }
+    }
+}
+
+int agent_main(int argc, char **argv)
+{
+    // Before any thread exists: SIGINT/SIGTERM are taken by sigwait below,
+    // every thread inherits the mask. Children get it reset at spawn.
+    sigset_t stop_signals;
+    sigemptyset(&stop_signals);
+    sigaddset(&stop_signals, SIGINT);
+    sigaddset(&stop_signals, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    po::options_description comms_desc("Transport");
+    core::add_comms_options(comms_desc);
+    po::options_description agent_desc("Agent");
+    std::string datadir = TODD_DATADIR;
+    agent_desc.add_options()(
+        "help,h", "show this help (with the chosen plugin's keys) and exit")(
+        "version", "show the version and exit")(
+        "state-dir",
+        po::value<std::string>()->default_value("/var/lib/todd-agent"),
+        "directory keeping the agent UUID (agent-uuid), so a restart keeps "
+        "the identity")(
+        "opt-dir", po::value<std::string>(),
+        "ToDD's OptDir (assets/{factcollectors,testlets}); overrides "
+        "[LocalResources] OptDir (default /opt/todd/agent)")(
+        "default-interface", po::value<std::string>(),
+        "interface whose first IPv4 is advertised; overrides "
+        "[LocalResources] DefaultInterface")(
+        "ip-addr-override", po::value<std::string>(),
+        "advertise this address verbatim; overrides [LocalResources] "
+        "IPAddrOverride")("advert-interval",
+                          po::value<double>()->default_value(10.0),
+                          "seconds between adverts")(
+        "testlet-dir",
+        po::value<std::string>()->default_value(datadir + "/testlets"),
+        "built-in testlets (after <OptDir>/assets/testlets)")(
+        "factcollector-dir",
+        po::value<std::string>()->default_value(datadir + "/factcollectors"),
+        "built-in fact collectors (<OptDir>/assets/factcollectors override "
+        "them by name)")("log-level",
+                         po::value<std::string>()->default_value("info"),
+                         "error|warn|info|debug|trace");
+    po::options_description all("Usage: todd-agent [options]");
+    all.add(agent_desc).add(comms_desc);
+
+    po::variables_map vm;
+    core::IniFile ini;
+    bool have_ini = false;
+    core::CommsSelection sel;
+    try {
+        po::store(po::parse_command_line(argc, argv, all), vm);
+        po::notify(vm);
+        log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
+        if (vm.count("version")) {
+            std::cout << "todd-agent " << TODD_VERSION << "\n";
+            return exit_ok;
+        }
+        if (vm.count("config") && !vm["config"].as<std::string>().empty()) {
+            ini = core::parse_ini_file(vm["config"].as<std::string>());
+            have_ini = true;
+        }
+        sel = core::resolve_comms(vm, have_ini ? &ini : nullptr);
+        sel.role = "agent";
+    } catch (const std::exception &e) {
+        if (vm.count("help")) {
+            std::cout << all << help_footer;
+            std::cerr << "todd-agent: " << e.what() << "\n";
+            return exit_usage;
+        }
+        std::cerr << "todd-agent: " << e.what()
+                  << "\n(try todd-agent --help)\n";
+        return exit_usage;
+    }
+
+    core::PluginRegistry registry(core::plugin_search_path(sel.plugin_dirs));
+    std::shared_ptr<const core::Plugin> plugin;
+    std::string plugin_error;
+    try {
+        plugin = registry.load(sel.plugin_name);
+    } catch (const std::exception &e) {
+        plugin_error = e.what();
+    }
+    if (vm.count("help")) {
+        std::cout << all << help_footer << "\n";
+        if (plugin)
+            std::cout << "Keys of transport plugin '" << sel.plugin_name
+                      << "' (--comms-opt KEY=VALUE or [Comms] Key = value):\n"
+                      << core::describe_keys(plugin->info());
+        else
+            std::cout << "(cannot list the keys of transport plugin '"
+                      << sel.plugin_name << "': " << plugin_error << ")\n";
+        return exit_ok;
+    }
+    if (!plugin) {
+        std::cerr << "todd-agent: " << plugin_error << "\n";
+        return exit_usage;
+    }
+
+    // Everything the user wrote is checked before anything connects.
+    AgentConfig cfg;
+    try {
+        std::vector<std::string> keys;
+        for (const auto &k : plugin->info().keys)
+            keys.push_back(lower(k.name));
+        if (have_ini)
+            check_agent_config(ini, keys);
+        core::Options given = sel.options;
+        bool declares_role =
+            std::find(keys.begin(), keys.end(), "role") != keys.end();
+        if (declares_role && !given.count("role"))
+            given["role"] = sel.role;
+        core::validate_options(plugin->info(), given);
+
+        auto setting = [&](const char *opt, const char *key) -> std::string {
+            if (vm.count(opt))
+                return vm[opt].as<std::string>();
+            return have_ini ? ini.get("localresources", key) : std::string();
+        };
+        cfg.opt_dir = setting("opt-dir", "optdir");
+        if (cfg.opt_dir.empty())
+            cfg.opt_dir = "/opt/todd/agent";
+        double interval = vm["advert-interval"].as<double>();
+        if (!(interval > 0) || interval > 86400)
+            throw core::ConfigError(
+                "--advert-interval must be between 0 and 86400 seconds");
+        cfg.advert_interval =
+            std::chrono::milliseconds(static_cast<int64_t>(interval * 1000));
+        cfg.state_dir = vm["state-dir"].as<std::string>();
+        cfg.builtin_testlet_dir = vm["testlet-dir"].as<std::string>();
+        cfg.builtin_factcollector_dir =
+            vm["factcollector-dir"].as<std::string>();
+        cfg.default_addr = derive_default_addr(
+            setting("ip-addr-override", "ipaddroverride"),
+            setting("default-interface", "defaultinterface"));
+    } catch (const std::exception &e) {
+        std::cerr << "todd-agent: " << e.what() << "\n";
+        return exit_usage;
+    }
+
+    std::unique_ptr<Agent> agent;
+    try {
+        auto comms = std::make_unique<core::Comms>(core::open_transport(sel));
+        agent = std::make_unique<Agent>(std::move(cfg), std::move(comms));
+        agent->start();
+    } catch (const std::exception &e) {
+        std::cerr << "todd-agent: " << e.what() << "\n";
+        return exit_failure;
+    }
+    log::info(log_component, "running with transport '" + sel.plugin_name +
+                                 "'; SIGINT or SIGTERM stops");
+    int sig = 0;
+    while (sigwait(&stop_signals, &sig) != 0) {
+    }
+    log::info(log_component, std::string("got ") + ::strsignal(sig));
+    agent->stop();
+    agent.reset();
+    return exit_ok;
+}
+
+} // namespace todd::agent
