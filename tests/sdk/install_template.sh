@@ -115,18 +115,21 @@ fi
 todd_agent=$dest$bindir/todd-agent
 if [ -x "$todd_agent" ]; then
     step "todd-agent --comms example --plugin-dir"
+    mkdir "$tmp/state"
     "$todd_agent" --comms example --plugin-dir "$tmp/plain" \
-        >"$tmp/agent.log" 2>&1 &
+        --state-dir "$tmp/state" >"$tmp/agent.log" 2>&1 &
     pid=$!
-    # Running means it loaded the plugin and created the transport; wait
-    # (bounded) for it to say so or to die.
-    for _ in $(seq 1 100); do
+    # It logs this once the plugin is loaded and the transport started;
+    # wait for it (bounded, 30 s) or for the agent to die.
+    running="running with transport 'example'"
+    for _ in $(seq 1 300); do
         kill -0 $pid 2>/dev/null || break
-        grep -qi 'example' "$tmp/agent.log" && break
+        grep -q "$running" "$tmp/agent.log" && break
         sleep 0.1
     done
-    kill -0 $pid 2>/dev/null ||
-        { cat "$tmp/agent.log"; fail "todd-agent exited early"; }
+    grep -q "$running" "$tmp/agent.log" ||
+        { kill -KILL $pid 2>/dev/null; cat "$tmp/agent.log";
+          fail "todd-agent did not start with the example transport"; }
     kill -TERM $pid
     rc=0
     wait $pid || rc=$?

@@ -183,8 +183,17 @@ struct CallScope {
     }
 };
 
+const Clock::time_point g_t0 = Clock::now();
+bool g_verbose = false;
+
 void set_rule(const std::string &rule)
 {
+    if (g_verbose)
+        std::fprintf(
+            stderr, "[check] %s at +%lld ms\n", rule.c_str(),
+            static_cast<long long>(
+                std::chrono::duration_cast<milliseconds>(Clock::now() - g_t0)
+                    .count()));
     {
         std::lock_guard l(g_calls_mu);
         g_current_rule = rule;
@@ -248,7 +257,6 @@ std::deque<std::unique_ptr<HostCtx>> g_hosts; // never freed: late callbacks
 std::vector<std::string> g_abi8_violations;   // under g_mu
 std::vector<std::string> g_escaped;           // under g_mu (ABI-10)
 thread_local HostCtx *tl_control = nullptr;   // inside a control call
-bool g_verbose = false;
 
 HostCtx *host_of(todd_comms_host_ctx *c)
 {
@@ -1538,10 +1546,13 @@ int child_main(const Args &args)
         skip_rest("not run: create failed (ABI-1)");
         return 1;
     }
+    // Started before ABI-2: with a server/agent plugin the lifecycle
+    // instances (agents) need the first instance (the server) running.
+    std::string start_error = start_instances(env);
     rule_abi2(env);
     set_rule("ABI-3");
-    if (std::string err = start_instances(env); !err.empty()) {
-        skip_rest(err);
+    if (!start_error.empty()) {
+        skip_rest(start_error);
         return 1;
     }
     rule_abi3(env);
