@@ -108,6 +108,9 @@ if [ -x "$todd_comms" ]; then
         { echo "$out"; fail "todd-comms plugins"; }
     echo "$out"
     grep -q 'example' <<<"$out" || fail "todd-comms plugins does not list example"
+    # The installed host searches the installed plugin directory by default.
+    grep -qF "$plugindir" <<<"$out" ||
+        fail "the default search path does not include $plugindir"
 else
     echo "SKIPPED: todd-comms plugins (tools/todd-comms is not built)"
 fi

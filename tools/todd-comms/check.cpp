@@ -1457,7 +1457,8 @@ int child_main(const Args &args)
         });
     std::thread(watchdog).detach();
 
-    set_rule("LOAD-1");
+    // A crash while loading is in the plugin's ELF constructors (LOAD-3).
+    set_rule("LOAD-3");
     todd::core::PluginRegistry reg(
         todd::core::plugin_search_path(args.plugin_dirs));
     std::shared_ptr<const todd::core::Plugin> plugin;
