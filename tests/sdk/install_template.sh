@@ -97,10 +97,11 @@ todd_comms=$dest$bindir/todd-comms
 if [ -x "$todd_comms" ]; then
     checker=("$todd_comms" check)
 fi
-for so in "$meson_so" "$plain_so"; do
-    step "${checker[*]##*/} $so"
-    "${checker[@]}" "$so" --timeout-ms 3000 || fail "the template does not conform"
-done
+step "${checker[*]##*/} $meson_so"
+"${checker[@]}" "$meson_so" --timeout-ms 3000 || fail "the template does not conform"
+step "${checker[*]##*/} example --plugin-dir $tmp/plain (by name)"
+"${checker[@]}" example --plugin-dir "$tmp/plain" --timeout-ms 3000 ||
+    fail "the template does not conform"
 
 if [ -x "$todd_comms" ]; then
     step "todd-comms plugins --plugin-dir"
