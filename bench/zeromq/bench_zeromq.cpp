@@ -17,6 +17,7 @@
 #include <rabbitmq_broker.hpp>
 
 #include <benchmark/benchmark.h>
+#include <zmq.h>
 
 #include <algorithm>
 #include <atomic>
@@ -28,6 +29,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <thread>
 #include <vector>
 
 using namespace todd::core;
@@ -39,7 +41,8 @@ namespace {
 constexpr int kBatch = 1000;
 constexpr uint32_t kPrefetch = 256;
 const std::string kPayload = [] {
-    std::string s = "{\"Type\":\"AgentResponse\",\"Uuid\":\"bench\",\"Data\":\"";
+    std::string s =
+        "{\"Type\":\"AgentResponse\",\"Uuid\":\"bench\",\"Data\":\"";
     while (s.size() < 254)
         s += char('a' + s.size() % 26);
     return s + "\"}";
@@ -200,9 +203,9 @@ void RoundTrip(benchmark::State &st, const std::string &name)
     }
     std::sort(us.begin(), us.end());
     auto pct = [&](double q) {
-        return us.empty() ? 0.0
-                          : us[std::min(us.size() - 1,
-                                        size_t(q * double(us.size())))];
+        return us.empty()
+                   ? 0.0
+                   : us[std::min(us.size() - 1, size_t(q * double(us.size())))];
     };
     st.counters["p50_us"] = pct(0.50);
     st.counters["p99_us"] = pct(0.99);
@@ -210,13 +213,70 @@ void RoundTrip(benchmark::State &st, const std::string &name)
     results[name].p99_us = pct(0.99);
 }
 
+/**
+ * The machine's floor, same run: a bare libzmq DEALER -> ROUTER echo over TCP
+ * loopback (an echo thread and the requester), no queues, no confirms.
+ */
+void RoundTripFloor(benchmark::State &st)
+{
+    void *ctx = zmq_ctx_new();
+    void *router = zmq_socket(ctx, ZMQ_ROUTER);
+    void *dealer = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(router, ZMQ_LINGER, &zero, sizeof zero);
+    zmq_setsockopt(dealer, ZMQ_LINGER, &zero, sizeof zero);
+    std::string ep =
+        "tcp://127.0.0.1:" + std::to_string(todd::test::free_tcp_port());
+    zmq_bind(router, ep.c_str());
+    zmq_connect(dealer, ep.c_str());
+    std::thread echo([router] {
+        for (;;) {
+            zmq_msg_t id, body;
+            zmq_msg_init(&id);
+            zmq_msg_init(&body);
+            if (zmq_msg_recv(&id, router, 0) < 0 ||
+                zmq_msg_recv(&body, router, 0) < 0)
+                return; // context terminated
+            bool quit = zmq_msg_size(&body) == 0;
+            zmq_msg_send(&id, router, ZMQ_SNDMORE);
+            zmq_msg_send(&body, router, 0);
+            if (quit)
+                return;
+        }
+    });
+    std::vector<double> us;
+    char buf[512];
+    for (auto _ : st) {
+        auto t0 = Clock::now();
+        zmq_send(dealer, kPayload.data(), kPayload.size(), 0);
+        zmq_recv(dealer, buf, sizeof buf, 0);
+        us.push_back(
+            std::chrono::duration<double, std::micro>(Clock::now() - t0)
+                .count());
+    }
+    zmq_send(dealer, "", 0, 0);
+    zmq_recv(dealer, buf, sizeof buf, 0);
+    echo.join();
+    zmq_close(dealer);
+    zmq_close(router);
+    zmq_ctx_term(ctx);
+    std::sort(us.begin(), us.end());
+    auto pct = [&](double q) {
+        return us[std::min(us.size() - 1, size_t(q * double(us.size())))];
+    };
+    st.counters["p50_us"] = pct(0.50);
+    st.counters["p99_us"] = pct(0.99);
+    results["zmq-floor"].p50_us = pct(0.50);
+    results["zmq-floor"].p99_us = pct(0.99);
+}
+
 void summary()
 {
     std::printf("\n%-10s %14s %10s %10s\n", "transport", "msg/s", "p50 us",
                 "p99 us");
     for (auto &[name, r] : results)
-        std::printf("%-10s %14.0f %10.1f %10.1f\n", name.c_str(),
-                    r.msgs_per_s, r.p50_us, r.p99_us);
+        std::printf("%-10s %14.0f %10.1f %10.1f\n", name.c_str(), r.msgs_per_s,
+                    r.p50_us, r.p99_us);
     for (auto &[name, why] : missing)
         std::printf("%-10s skipped: %s\n", name.c_str(), why.c_str());
     auto z = results.find("zeromq"), r = results.find("rabbitmq");
@@ -224,9 +284,8 @@ void summary()
         std::printf("\nthroughput zeromq / rabbitmq: %.1fx (goal >= 5x)\n"
                     "round trip p99 zeromq / rabbitmq: %.2f\n",
                     z->second.msgs_per_s / r->second.msgs_per_s,
-                    r->second.p99_us > 0
-                        ? z->second.p99_us / r->second.p99_us
-                        : 0.0);
+                    r->second.p99_us > 0 ? z->second.p99_us / r->second.p99_us
+                                         : 0.0);
     if (z != results.end())
         std::printf("round trip p99 zeromq: %.1f us (goal < 200 us)\n",
                     z->second.p99_us);
@@ -249,21 +308,23 @@ int main(int argc, char **argv)
     }
     for (const char *name : {"zeromq", "rabbitmq"}) {
         std::string n = name;
-        benchmark::RegisterBenchmark(("Throughput/" + n).c_str(),
-                                     [n](benchmark::State &st) {
-                                         Throughput(st, n);
-                                     })
+        benchmark::RegisterBenchmark(
+            ("Throughput/" + n).c_str(),
+            [n](benchmark::State &st) { Throughput(st, n); })
             ->Unit(benchmark::kMillisecond)
             ->UseRealTime()
             ->MinTime(2.0);
-        benchmark::RegisterBenchmark(("RoundTrip/" + n).c_str(),
-                                     [n](benchmark::State &st) {
-                                         RoundTrip(st, n);
-                                     })
+        benchmark::RegisterBenchmark(
+            ("RoundTrip/" + n).c_str(),
+            [n](benchmark::State &st) { RoundTrip(st, n); })
             ->Unit(benchmark::kMicrosecond)
             ->UseRealTime()
             ->MinTime(2.0);
     }
+    benchmark::RegisterBenchmark("RoundTrip/zmq-floor", RoundTripFloor)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime()
+        ->MinTime(2.0);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     summary();
