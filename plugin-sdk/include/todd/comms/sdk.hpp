@@ -231,6 +231,14 @@ class Transport {
         todd_comms_status first = TODD_COMMS_OK;
         for (uint32_t i = 0; i < count; ++i) {
             statuses[i] = TODD_COMMS_OK;
+            // Same argument checks as the publish trampoline.
+            if (msgs[i].destination == nullptr ||
+                (msgs[i].payload == nullptr && msgs[i].payload_len != 0)) {
+                statuses[i] = TODD_COMMS_E_INVAL;
+                if (first == TODD_COMMS_OK)
+                    first = statuses[i];
+                continue;
+            }
             try {
                 publish(msgs[i].destination, msgs[i].payload,
                         msgs[i].payload_len, msgs[i].opts);
