@@ -215,8 +215,15 @@ std::unique_ptr<agent::Agent> make_agent(const TransportFactory &tf,
     c.state_dir = dir + "/state";
     c.opt_dir = dir + "/opt";
     c.default_addr = "127.0.0.1";
-    c.builtin_factcollector_dir =
-        std::string(TODD_SOURCE_ROOT) + "/share/factcollectors";
+    // The source tree's directory also holds meson.build: copy only the
+    // collectors, as an installation would have them.
+    c.builtin_factcollector_dir = dir + "/builtin-factcollectors";
+    fs::create_directories(c.builtin_factcollector_dir);
+    for (const char *fc : {"get_hostname", "get_addresses"})
+        fs::copy_file(std::string(TODD_SOURCE_ROOT) + "/share/factcollectors/" +
+                          fc,
+                      c.builtin_factcollector_dir + "/" + fc,
+                      fs::copy_options::overwrite_existing);
     c.search_path_for_toddping = false;
     fs::create_directories(c.state_dir);
     fs::create_directories(c.opt_dir);
