@@ -1237,8 +1237,10 @@ struct Server::Impl {
             stream_acceptor->close(ec);
             for (auto &[id, a] : agents)
                 a.timer->cancel();
-            for (auto &[id, r] : runs)
+            for (auto &[id, r] : runs) {
                 r->timer.cancel();
+                r->waiters.clear(); // they hold sessions that hold the run
+            }
             closed.set_value();
         });
         closed.get_future().wait();
