@@ -208,7 +208,8 @@ void write_script(const std::string &path, const std::string &text)
 
 std::unique_ptr<agent::Agent> make_agent(const TransportFactory &tf,
                                          const std::string &root, int n,
-                                         agent::AgentConfig *tweak)
+                                         agent::AgentConfig *tweak,
+                                         const std::string &hostname)
 {
     agent::AgentConfig c = tweak ? *tweak : agent::AgentConfig{};
     std::string dir = root + "/agent-" + std::to_string(n);
@@ -224,6 +225,10 @@ std::unique_ptr<agent::Agent> make_agent(const TransportFactory &tf,
                           fc,
                       c.builtin_factcollector_dir + "/" + fc,
                       fs::copy_options::overwrite_existing);
+    if (!hostname.empty())
+        write_script(c.builtin_factcollector_dir + "/get_hostname",
+                     "#!/bin/sh\necho '{\"Hostname\":[\"" + hostname +
+                         "\"]}'\n");
     c.search_path_for_toddping = false;
     fs::create_directories(c.state_dir);
     fs::create_directories(c.opt_dir);

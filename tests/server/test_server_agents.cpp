@@ -353,3 +353,68 @@ TEST_P(Agents, StreamClientThatNeverAcksIsDropped)
     ASSERT_TRUE(s.read_line().has_value());
     EXPECT_TRUE(s.closed_by_server(30s)); // stream_ack_timeout is 1 s here
 }
+
+TEST_P(Agents, GroupToGroupRunStartsTargetsFirst)
+{
+    // Two more agents with their own host names, in groups red and blue.
+    ASSERT_EQ(http(api_, "POST", "/v1/object/delete",
+                   R"({"label":"loopgroup","type":"group"})")
+                  .status,
+              200);
+    const std::string testlet =
+        "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode PASSED'; "
+        "exit 0; }\necho \"{\\\"target\\\":\\\"$1\\\"}\"\n";
+    write_script(cfg_.opt_dir + "/assets/testlets/echo", testlet);
+    for (
+        auto *g :
+        {R"({"label":"red","type":"group","spec":{"group":"red","matches":[{"hostname":"^red-"}]}})",
+         R"({"label":"blue","type":"group","spec":{"group":"blue","matches":[{"hostname":"^blue-"}]}})"})
+        ASSERT_EQ(http(api_, "POST", "/v1/object/create", g).status, 200);
+    agent::AgentConfig ac;
+    tweak_agent(ac);
+    agents_.push_back(make_agent(factory_, dir_.path(), 10, &ac, "red-1"));
+    agents_.push_back(make_agent(factory_, dir_.path(), 11, &ac, "blue-1"));
+    agent::Agent &red = *agents_[3], &blue = *agents_[4];
+    red.start();
+    blue.start();
+    // Both have the new testlet (the server's map may lag the file by its
+    // inotify settle time, then they get a DownloadAsset) and their group.
+    ASSERT_TRUE(wait_until(
+        [&] {
+            for (agent::Agent *a : {&red, &blue})
+                if (!std::filesystem::exists(a->config().opt_dir +
+                                             "/assets/testlets/echo")) {
+                    a->advertise_now();
+                    return false;
+                }
+            return red.group() == "red" && blue.group() == "blue";
+        },
+        30s));
+    ASSERT_EQ(
+        http(
+            api_, "POST", "/v1/object/create",
+            R"({"label":"r2b","type":"testrun","spec":{"targettype":"group","source":{"app":"echo","args":"","name":"red"},"target":{"app":"echo","args":"-s","name":"blue"}}})")
+            .status,
+        200);
+    RunOutcome o = run_and_follow(api_, stream_, "r2b");
+    ASSERT_EQ(o.result_status, 200) << o.uuid;
+    // Only the source reports; it tested the target agent's address.
+    EXPECT_EQ(o.result, "{\"" + red.uuid() +
+                            "\":{\"127.0.0.1\":{\"target\":\"127.0.0.1\"}}}");
+    auto st =
+        parse(http(api_, "GET", "/v1/testrun/status?testUuid=" + o.uuid).body);
+    EXPECT_STREQ(st["agents"][blue.uuid().c_str()]["role"].GetString(),
+                 "target");
+    EXPECT_STREQ(st["agents"][blue.uuid().c_str()]["status"].GetString(),
+                 "finished");
+    // Same group as source and target: no sources.
+    ASSERT_EQ(
+        http(
+            api_, "POST", "/v1/object/create",
+            R"({"label":"r2r","type":"testrun","spec":{"targettype":"group","source":{"app":"echo","args":"","name":"red"},"target":{"app":"echo","args":"","name":"red"}}})")
+            .status,
+        200);
+    EXPECT_EQ(
+        http(api_, "POST", "/v1/testrun/run", run_request_json("r2r")).body,
+        "invalidtopology");
+}
