@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <list>
 #include <map>
 #include <memory>
@@ -43,6 +44,9 @@ struct AgentConfig {
     /** TestData re-send backoff: first delay, doubling up to the cap. */
     std::chrono::milliseconds resend_initial{1000};
     std::chrono::milliseconds resend_max{30000};
+    /** Drop undeleted test data after this long (the Go server keeps a
+     *  test run 3000 s). */
+    std::chrono::milliseconds resend_give_up{3600 * 1000};
     /** Coalesce bursts of asset-directory events this long. */
     std::chrono::milliseconds asset_settle{100};
 };
@@ -101,6 +105,7 @@ class Agent {
     void advertise();
     void schedule_advert();
     void spawn(std::string name, std::function<void()> fn);
+    void run_in_order(const std::string &test_uuid, std::function<void()> fn);
     void reap_workers();
 
     AgentConfig config_;
@@ -120,6 +125,8 @@ class Agent {
     msg::Facts facts_;
     msg::Hashes fact_collector_hashes_, testlet_hashes_;
     bool refresh_pending_ = false;
+    /** Per test run: tasks waiting, the front one running. */
+    std::map<std::string, std::deque<std::function<void()>>> strands_;
 
     struct Worker {
         std::thread thread;
