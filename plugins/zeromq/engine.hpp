@@ -1,0 +1,128 @@
+// SPDX-License-Identifier: Apache-2.0
+// The queue engine run by the server-role instance: one thread owning a
+// ROUTER socket, holding named queues with RabbitMQ-like semantics (held
+// messages, TTL, competing consumers, ack / requeue / reject, requeue of a
+// lost consumer's unacknowledged messages).
+#ifndef TODD_ZEROMQ_ENGINE_HPP
+#define TODD_ZEROMQ_ENGINE_HPP
+
+#include "wire.hpp"
+
+#include <todd/comms/sdk.hpp>
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace todd_zmq {
+
+/** What the engine needs from the instance configuration. */
+struct EngineSettings {
+    std::string endpoint;          // where agents connect (bound here)
+    long long max_held = 100000;   // undelivered messages per destination
+    long long heartbeat_ms = 1000; // ZMTP heartbeat interval
+    long long heartbeat_timeout_ms = 5000; // silent peer is gone after this
+};
+
+class Engine {
+  public:
+    /** ctx: the instance's ZeroMQ context (outlives the engine). */
+    Engine(void *ctx, EngineSettings settings,
+           const todd::comms::sdk::Host &host);
+    ~Engine();
+    Engine(const Engine &) = delete;
+    Engine &operator=(const Engine &) = delete;
+
+    /** Bind the endpoint and the in-process address, then start the
+     *  thread. Throws sdk::Error naming the endpoint when binding fails. */
+    void start();
+    /** Stop the thread and close the socket; held messages are dropped. */
+    void stop();
+
+  private:
+    struct Msg {
+        std::string payload;
+        std::string ctype;
+        int64_t expires = 0; // monotonic ms, 0 = never
+        bool redelivered = false;
+    };
+    struct Queue;
+    struct Peer;
+    struct Consumer {
+        Peer *peer = nullptr;
+        uint64_t sub_id = 0;
+        Queue *queue = nullptr;
+        uint32_t prefetch = 1;
+        uint32_t inflight = 0;
+    };
+    struct Queue {
+        std::string name;
+        std::deque<Msg> ready;
+        std::vector<Consumer *> consumers;
+        size_t rr = 0;       // round-robin position
+        size_t unacked = 0;  // deliveries referring to this queue
+        size_t with_ttl = 0; // ready messages that can expire (approx.)
+    };
+    struct Pending {
+        Msg msg;
+        Queue *queue = nullptr;
+        uint64_t sub_id = 0;
+    };
+    struct Peer {
+        std::string rid;
+        uint64_t session = 0;
+        int64_t last_seen = 0;
+        bool dead = false;
+        std::unordered_map<uint64_t, std::unique_ptr<Consumer>> consumers;
+        std::unordered_map<uint64_t, Pending> unacked; // by delivery tag
+        std::vector<uint64_t> confirms;                // not yet sent
+    };
+
+    void run();
+    void handle(int64_t now);
+    void on_pub(Peer &p);
+    void on_sub(Peer &p);
+    void on_unsub(Peer &p);
+    void on_ack(Peer &p);
+    void dispatch(Queue &q);
+    Consumer *next_consumer(Queue &q);
+    void requeue(Pending &&pd);
+    void release_consumer(Peer &p, Consumer *c, bool requeue_unacked);
+    void reset_peer(Peer &p);
+    void drop_peer(const std::string &rid, const char *why);
+    void reap_dead();
+    void flush_confirms();
+    void flush_confirms(Peer &p);
+    void sweep(int64_t now);
+    void purge_expired(Queue &q, int64_t now);
+    void send_to(const std::string &rid, const std::string_view *frames,
+                 size_t n);
+    Queue &queue(std::string_view name);
+    bool send(Peer &p, const std::string_view *frames, size_t n);
+
+    void *ctx_;
+    EngineSettings s_;
+    todd::comms::sdk::Host host_;
+    void *router_ = nullptr;
+    int stop_fd_ = -1;
+    std::thread thread_;
+    uint64_t epoch_ = 0;
+    uint64_t next_tag_ = 0;
+
+    Frames in_; // current message (engine thread only)
+    std::unordered_map<std::string, std::unique_ptr<Peer>> peers_;
+    std::unordered_map<std::string, std::unique_ptr<Queue>> queues_;
+    std::vector<Peer *> dirty_; // peers with confirms to send
+    bool any_dead_ = false;
+    std::string key_; // scratch
+    int64_t now_ = 0; // time of the current batch
+};
+
+} // namespace todd_zmq
+
+#endif

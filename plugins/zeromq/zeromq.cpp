@@ -1,0 +1,976 @@
+// SPDX-License-Identifier: Apache-2.0
+// The embedded, brokerless transport. Every instance talks to the queue
+// engine through one DEALER socket owned by its I/O thread; the server-role
+// instance also runs the engine (engine.cpp) and reaches it over inproc.
+// Caller threads hand work to the I/O thread through a locked command list
+// and an eventfd the thread polls next to its sockets. Deliveries run on
+// one worker thread per subscription, so a blocked deliver never stalls
+// publishing. docs/zeromq.md describes the design and the differences from
+// RabbitMQ.
+#include "engine.hpp"
+#include "wire.hpp"
+
+#include <todd/comms/sdk.hpp>
+
+#include <sys/eventfd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <deque>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace todd_zmq {
+namespace {
+
+using todd::comms::sdk::Config;
+using todd::comms::sdk::Error;
+using todd::comms::sdk::Host;
+
+const todd_comms_config_key kKeys[] = {
+    {"role", TODD_COMMS_CFG_STRING, 0, "agent",
+     "server: bind the endpoint and run the queue engine; agent: connect to "
+     "it (todd-server and todd-agent fill this in)"},
+    {"endpoint", TODD_COMMS_CFG_STRING, 0, "tcp://127.0.0.1:47570",
+     "ZeroMQ address the server binds and agents connect to (tcp://host:port "
+     "or ipc://path)"},
+    {"publish_timeout_ms", TODD_COMMS_CFG_INT, 0, "5000",
+     "how long publish waits for the engine's confirmation before "
+     "E_UNAVAILABLE"},
+    {"max_held", TODD_COMMS_CFG_INT, 0, "100000",
+     "server: undelivered messages one destination may hold; publishing more "
+     "fails with E_FULL"},
+    {"prefetch", TODD_COMMS_CFG_INT, 0, "256",
+     "unsettled deliveries per subscription when the host gives none"},
+    {"heartbeat_ms", TODD_COMMS_CFG_INT, 0, "1000",
+     "heartbeat interval between instances and the engine"},
+    {"heartbeat_timeout_ms", TODD_COMMS_CFG_INT, 0, "5000",
+     "a silent peer is gone after this; its unacknowledged messages are "
+     "requeued"},
+};
+
+constexpr todd_comms_status kPendingStatus = 1; // not a valid status
+
+struct Settings {
+    bool server = false;
+    std::string endpoint;
+    long long publish_timeout_ms = 5000;
+    long long max_held = 100000;
+    long long prefetch = 256;
+    long long heartbeat_ms = 1000;
+    long long heartbeat_timeout_ms = 5000;
+};
+
+long long positive(const Config &c, const char *key, long long fallback)
+{
+    long long v = c.integer(key, fallback);
+    if (v <= 0 || v > 2147483647LL)
+        throw Error(TODD_COMMS_E_CONFIG,
+                    std::string("configuration key '") + key +
+                        "' must be a positive integer, not " +
+                        std::to_string(v));
+    return v;
+}
+
+Settings parse(const Config &c)
+{
+    Settings s;
+    std::string role = c.str("role", "agent");
+    if (role != "server" && role != "agent")
+        throw Error(TODD_COMMS_E_CONFIG,
+                    "configuration key 'role' must be 'server' or 'agent', "
+                    "not '" +
+                        role + "'");
+    s.server = role == "server";
+    s.endpoint = c.str("endpoint", "tcp://127.0.0.1:47570");
+    if (s.endpoint.find("://") == std::string::npos)
+        throw Error(TODD_COMMS_E_CONFIG,
+                    "configuration key 'endpoint' is not a ZeroMQ address "
+                    "(e.g. tcp://127.0.0.1:47570): '" +
+                        s.endpoint + "'");
+    if (!s.server && (s.endpoint.find('*') != std::string::npos ||
+                      s.endpoint.find("0.0.0.0") != std::string::npos))
+        throw Error(TODD_COMMS_E_CONFIG,
+                    "role=agent cannot connect to the wildcard endpoint '" +
+                        s.endpoint + "': give the server's address");
+    s.publish_timeout_ms = positive(c, "publish_timeout_ms", 5000);
+    s.max_held = positive(c, "max_held", 100000);
+    s.prefetch = positive(c, "prefetch", 256);
+    s.heartbeat_ms = positive(c, "heartbeat_ms", 1000);
+    s.heartbeat_timeout_ms = positive(c, "heartbeat_timeout_ms", 5000);
+    if (s.heartbeat_timeout_ms <= s.heartbeat_ms)
+        throw Error(TODD_COMMS_E_CONFIG,
+                    "configuration key 'heartbeat_timeout_ms' (" +
+                        std::to_string(s.heartbeat_timeout_ms) +
+                        ") must exceed 'heartbeat_ms' (" +
+                        std::to_string(s.heartbeat_ms) + ")");
+    return s;
+}
+
+void setopt_int(void *s, int opt, int v)
+{
+    zmq_setsockopt(s, opt, &v, sizeof v);
+}
+
+/** One delivery waiting for its subscription's worker. */
+struct Item {
+    uint64_t session = 0;
+    uint64_t tag = 0;
+    uint32_t flags = 0;
+    std::string ctype;
+    std::string payload;
+};
+
+struct Sub {
+    uint64_t id = 0;
+    uint64_t cookie = 0;
+    std::string dest;
+    uint32_t prefetch = 0;
+    std::mutex m;
+    std::condition_variable cv;
+    std::deque<Item> q;
+    std::atomic<bool> closed{false};
+    std::thread worker;
+};
+
+/** A caller waiting in publish or publish_batch; lives on its stack. */
+struct Waiter {
+    std::condition_variable cv;
+    uint32_t remaining = 0;
+    todd_comms_status *statuses = nullptr;
+    std::string error; // first failure's text
+};
+
+struct Cmd {
+    enum Kind : uint8_t { Pub, Subscribe, Unsubscribe, Stop } kind = Pub;
+    uint64_t id = 0; // seq of Pub, sub id otherwise
+    int64_t ttl = 0;
+    std::string dest, ctype, payload;
+    std::shared_ptr<Sub> sub;
+};
+
+struct AckRec {
+    uint64_t session;
+    uint64_t tag;
+    uint8_t verdict;
+};
+
+struct OutPub {
+    uint64_t seq;
+    int64_t ttl;
+    std::string dest, ctype, payload;
+};
+
+std::string random_id(char prefix)
+{
+    std::random_device rd;
+    std::mt19937_64 gen((static_cast<uint64_t>(rd()) << 32) ^ rd() ^
+                        static_cast<uint64_t>(now_ms()));
+    char buf[32];
+    std::snprintf(buf, sizeof buf, "%c%013llx", prefix,
+                  static_cast<unsigned long long>(gen() & 0xfffffffffffffULL));
+    return buf;
+}
+
+class ZmqTransport : public todd::comms::sdk::Transport {
+  public:
+    ZmqTransport(const Host &host, const Config &cfg)
+        : Transport(host, cfg), s_(parse(cfg)),
+          rid_(random_id(s_.server ? 's' : 'a'))
+    {
+    }
+
+    ~ZmqTransport() override
+    {
+        try {
+            stop();
+        } catch (...) {
+        }
+    }
+
+    void start() override
+    {
+        if (started_)
+            throw Error(TODD_COMMS_E_STATE, "already started");
+        host().state(TODD_COMMS_STATE_CONNECTING, TODD_COMMS_OK,
+                     s_.server ? "engine on " + s_.endpoint : s_.endpoint);
+        ctx_ = zmq_ctx_new();
+        if (ctx_ == nullptr)
+            throw Error(TODD_COMMS_E_INTERNAL,
+                        std::string("zmq_ctx_new: ") + zmq_strerror(errno));
+        try {
+            open_sockets();
+        } catch (...) {
+            close_sockets();
+            throw;
+        }
+        for (auto &kv : subs_)
+            io_subs_[kv.second->id] = kv.second;
+        started_ = true;
+        io_ = std::thread([this] { io_run(); });
+        for (auto &kv : subs_)
+            start_worker(kv.second);
+    }
+
+    void stop() override
+    {
+        if (stopped_)
+            return;
+        stopped_ = true;
+        if (!started_) {
+            host().state(TODD_COMMS_STATE_STOPPED, TODD_COMMS_OK, {});
+            return;
+        }
+        // Deliveries first: a deliver may still publish through the I/O
+        // thread, which stops last.
+        for (auto &kv : subs_)
+            stop_worker(*kv.second);
+        Cmd c;
+        c.kind = Cmd::Stop;
+        push_cmd(std::move(c));
+        if (io_.joinable())
+            io_.join();
+        close_sockets();
+        host().state(TODD_COMMS_STATE_STOPPED, TODD_COMMS_OK, {});
+    }
+
+    void publish(const char *destination, const uint8_t *payload, uint64_t len,
+                 const todd_comms_publish_opts *opts) override
+    {
+        if (*destination == '\0')
+            throw Error(TODD_COMMS_E_INVAL, "empty destination name");
+        todd_comms_status st = kPendingStatus;
+        Waiter w;
+        w.remaining = 1;
+        w.statuses = &st;
+        Cmd c;
+        c.kind = Cmd::Pub;
+        c.ttl = todd::comms::sdk::ttl_ms(opts);
+        c.dest = destination;
+        c.ctype = todd::comms::sdk::content_type(opts);
+        if (len != 0)
+            c.payload.assign(reinterpret_cast<const char *>(payload),
+                             static_cast<size_t>(len));
+        auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(s_.publish_timeout_ms);
+        std::unique_lock<std::mutex> lk(mu_);
+        check_running_locked();
+        uint64_t seq = ++next_seq_;
+        c.id = seq;
+        pending_.emplace(seq, std::make_pair(&w, 0u));
+        cmds_.push_back(std::move(c));
+        signal_locked(lk);
+        if (!w.cv.wait_until(lk, deadline, [&] { return w.remaining == 0; })) {
+            pending_.erase(seq);
+            throw Error(TODD_COMMS_E_UNAVAILABLE, unavailable(destination));
+        }
+        if (st != TODD_COMMS_OK)
+            throw Error(st, w.error);
+    }
+
+    todd_comms_status publish_batch(const todd_comms_outgoing *msgs,
+                                    uint32_t count,
+                                    todd_comms_status *statuses) override
+    {
+        if (count == 0)
+            return TODD_COMMS_OK;
+        Waiter w;
+        w.statuses = statuses;
+        std::vector<Cmd> cmds;
+        cmds.reserve(count);
+        for (uint32_t i = 0; i < count; ++i) {
+            const todd_comms_outgoing &m = msgs[i];
+            if (m.destination == nullptr || *m.destination == '\0' ||
+                (m.payload == nullptr && m.payload_len != 0)) {
+                statuses[i] = TODD_COMMS_E_INVAL;
+                if (w.error.empty())
+                    w.error = "message " + std::to_string(i) +
+                              " of the batch has no destination or payload";
+                continue;
+            }
+            statuses[i] = kPendingStatus;
+            Cmd c;
+            c.kind = Cmd::Pub;
+            c.id = i; // index until a seq is assigned
+            c.ttl = todd::comms::sdk::ttl_ms(m.opts);
+            c.dest = m.destination;
+            c.ctype = todd::comms::sdk::content_type(m.opts);
+            if (m.payload_len != 0)
+                c.payload.assign(reinterpret_cast<const char *>(m.payload),
+                                 static_cast<size_t>(m.payload_len));
+            cmds.push_back(std::move(c));
+        }
+        auto deadline = std::chrono::steady_clock::now() +
+                        std::chrono::milliseconds(s_.publish_timeout_ms);
+        std::vector<uint64_t> seqs;
+        seqs.reserve(cmds.size());
+        {
+            std::unique_lock<std::mutex> lk(mu_);
+            check_running_locked();
+            w.remaining = static_cast<uint32_t>(cmds.size());
+            for (auto &c : cmds) {
+                uint32_t idx = static_cast<uint32_t>(c.id);
+                c.id = ++next_seq_;
+                seqs.push_back(c.id);
+                pending_.emplace(c.id, std::make_pair(&w, idx));
+                cmds_.push_back(std::move(c));
+            }
+            signal_locked(lk);
+            if (!w.cv.wait_until(lk, deadline,
+                                 [&] { return w.remaining == 0; })) {
+                for (uint64_t s : seqs)
+                    pending_.erase(s);
+                for (uint32_t i = 0; i < count; ++i)
+                    if (statuses[i] == kPendingStatus)
+                        statuses[i] = TODD_COMMS_E_UNAVAILABLE;
+                if (w.error.empty())
+                    w.error = unavailable("(batch)");
+            }
+        }
+        todd_comms_status first = TODD_COMMS_OK;
+        for (uint32_t i = 0; i < count && first == TODD_COMMS_OK; ++i)
+            first = statuses[i];
+        if (first != TODD_COMMS_OK)
+            host().logf(TODD_COMMS_LOG_ERROR, "publish_batch: %s",
+                        w.error.c_str());
+        return first;
+    }
+
+    void subscribe(const char *destination, uint64_t cookie,
+                   const todd_comms_subscribe_opts *opts) override
+    {
+        if (stopped_)
+            throw Error(TODD_COMMS_E_STATE, "subscribe after stop");
+        if (subs_.count(cookie) != 0)
+            throw Error(TODD_COMMS_E_INVAL, "cookie " + std::to_string(cookie) +
+                                                " is already subscribed");
+        auto sub = std::make_shared<Sub>();
+        sub->id = ++next_sub_id_;
+        sub->cookie = cookie;
+        sub->dest = destination;
+        uint32_t pf = todd::comms::sdk::prefetch(opts);
+        sub->prefetch = pf != 0 ? pf : static_cast<uint32_t>(s_.prefetch);
+        subs_.emplace(cookie, sub);
+        if (started_) {
+            start_worker(sub);
+            Cmd c;
+            c.kind = Cmd::Subscribe;
+            c.id = sub->id;
+            c.sub = sub;
+            push_cmd(std::move(c));
+        }
+    }
+
+    void unsubscribe(uint64_t cookie) override
+    {
+        auto it = subs_.find(cookie);
+        if (it == subs_.end())
+            throw Error(TODD_COMMS_E_INVAL, "unknown subscription "
+                                            "cookie " +
+                                                std::to_string(cookie));
+        std::shared_ptr<Sub> sub = it->second;
+        subs_.erase(it);
+        stop_worker(*sub);
+        if (started_ && !stopped_) {
+            // After the worker's acks, which are already queued: the engine
+            // requeues what the host never saw.
+            Cmd c;
+            c.kind = Cmd::Unsubscribe;
+            c.id = sub->id;
+            push_cmd(std::move(c));
+        }
+    }
+
+  private:
+    // ---- caller side -----------------------------------------------------
+
+    std::string unavailable(const char *dest) const
+    {
+        return "no confirmation for '" + std::string(dest) + "' within " +
+               std::to_string(s_.publish_timeout_ms) + " ms: " +
+               (s_.server ? "the in-process engine did not answer"
+                          : "no todd-server engine reachable at " +
+                                s_.endpoint + " (is todd-server running?)");
+    }
+
+    void check_running_locked()
+    {
+        if (!started_)
+            throw Error(TODD_COMMS_E_STATE, "publish before start");
+        if (io_done_)
+            throw Error(TODD_COMMS_E_STATE, "publish after stop");
+    }
+
+    /** Wake the I/O thread once per batch of commands (mu_ held). */
+    void signal_locked(std::unique_lock<std::mutex> &lk)
+    {
+        if (signalled_)
+            return;
+        signalled_ = true;
+        lk.unlock();
+        uint64_t one = 1;
+        ssize_t w = ::write(evfd_, &one, sizeof one);
+        (void)w;
+        lk.lock();
+    }
+
+    void push_cmd(Cmd &&c)
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        cmds_.push_back(std::move(c));
+        signal_locked(lk);
+    }
+
+    void push_ack(uint64_t session, uint64_t tag, int32_t verdict)
+    {
+        std::unique_lock<std::mutex> lk(mu_);
+        acks_.push_back({session, tag, static_cast<uint8_t>(verdict)});
+        signal_locked(lk);
+    }
+
+    void start_worker(const std::shared_ptr<Sub> &sub)
+    {
+        sub->worker = std::thread([this, sub] { work(*sub); });
+    }
+
+    void stop_worker(Sub &sub)
+    {
+        {
+            std::lock_guard<std::mutex> lk(sub.m);
+            sub.closed = true;
+        }
+        sub.cv.notify_all();
+        if (sub.worker.joinable())
+            sub.worker.join();
+    }
+
+    void work(Sub &sub)
+    {
+        std::deque<Item> batch;
+        for (;;) {
+            {
+                std::unique_lock<std::mutex> lk(sub.m);
+                sub.cv.wait(lk, [&] { return sub.closed || !sub.q.empty(); });
+                if (sub.closed)
+                    return;
+                batch.swap(sub.q);
+            }
+            for (Item &it : batch) {
+                if (sub.closed.load(std::memory_order_relaxed))
+                    break; // the engine requeues the rest on UNSUB
+                if (it.session != session_.load(std::memory_order_acquire))
+                    continue; // requeued by the engine when we reconnected
+                todd_comms_message m;
+                m.struct_size = sizeof m;
+                m.flags = it.flags;
+                m.destination = sub.dest.c_str();
+                m.payload =
+                    reinterpret_cast<const uint8_t *>(it.payload.data());
+                m.payload_len = it.payload.size();
+                m.content_type = it.ctype.c_str();
+                int32_t v = host().deliver(sub.cookie, m);
+                if (v != TODD_COMMS_VERDICT_ACK &&
+                    v != TODD_COMMS_VERDICT_REQUEUE &&
+                    v != TODD_COMMS_VERDICT_REJECT) {
+                    host().logf(TODD_COMMS_LOG_WARN,
+                                "deliver returned unknown verdict "
+                                "%d; requeueing",
+                                static_cast<int>(v));
+                    v = TODD_COMMS_VERDICT_REQUEUE;
+                }
+                push_ack(it.session, it.tag, v);
+            }
+            batch.clear();
+        }
+    }
+
+    // ---- sockets ------------------------------------------------------------
+
+    void open_sockets()
+    {
+        if (s_.server) {
+            EngineSettings es;
+            es.endpoint = s_.endpoint;
+            es.max_held = s_.max_held;
+            es.heartbeat_ms = s_.heartbeat_ms;
+            es.heartbeat_timeout_ms = s_.heartbeat_timeout_ms;
+            engine_ = std::make_unique<Engine>(ctx_, es, host());
+            engine_->start();
+        }
+        dealer_ = zmq_socket(ctx_, ZMQ_DEALER);
+        if (dealer_ == nullptr)
+            throw Error(TODD_COMMS_E_INTERNAL,
+                        std::string("zmq_socket(DEALER): ") +
+                            zmq_strerror(errno));
+        zmq_setsockopt(dealer_, ZMQ_ROUTING_ID, rid_.data(), rid_.size());
+        // Queue nothing on a connection that is not up: while the engine
+        // is away publishes wait here, where they can time out.
+        setopt_int(dealer_, ZMQ_IMMEDIATE, 1);
+        setopt_int(dealer_, ZMQ_LINGER, 200);
+        setopt_int(dealer_, ZMQ_SNDHWM, 100000);
+        setopt_int(dealer_, ZMQ_RECONNECT_IVL, 100);
+        setopt_int(dealer_, ZMQ_RECONNECT_IVL_MAX, 1000);
+        setopt_int(dealer_, ZMQ_HEARTBEAT_IVL,
+                   static_cast<int>(s_.heartbeat_ms));
+        setopt_int(dealer_, ZMQ_HEARTBEAT_TIMEOUT,
+                   static_cast<int>(s_.heartbeat_timeout_ms));
+        if (!s_.server) {
+            // Connection events let a reconnect be noticed at once.
+            const char *mon = "inproc://todd-zeromq-monitor";
+            if (zmq_socket_monitor(dealer_, mon,
+                                   ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                       ZMQ_EVENT_DISCONNECTED) == 0) {
+                mon_ = zmq_socket(ctx_, ZMQ_PAIR);
+                if (mon_ != nullptr && zmq_connect(mon_, mon) != 0) {
+                    zmq_close(mon_);
+                    mon_ = nullptr;
+                }
+            }
+        }
+        const char *target = s_.server ? kInprocEndpoint : s_.endpoint.c_str();
+        if (zmq_connect(dealer_, target) != 0)
+            throw Error(TODD_COMMS_E_CONFIG, "cannot use endpoint '" +
+                                                 s_.endpoint +
+                                                 "': " + zmq_strerror(errno));
+        evfd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        if (evfd_ < 0)
+            throw Error(TODD_COMMS_E_INTERNAL,
+                        std::string("eventfd: ") + std::strerror(errno));
+    }
+
+    void close_sockets()
+    {
+        if (mon_ != nullptr) {
+            zmq_socket_monitor(dealer_, nullptr, 0);
+            zmq_close(mon_);
+            mon_ = nullptr;
+        }
+        if (dealer_ != nullptr) {
+            zmq_close(dealer_);
+            dealer_ = nullptr;
+        }
+        if (engine_) {
+            engine_->stop();
+            engine_.reset();
+        }
+        if (ctx_ != nullptr) {
+            zmq_ctx_term(ctx_);
+            ctx_ = nullptr;
+        }
+        if (evfd_ >= 0) {
+            ::close(evfd_);
+            evfd_ = -1;
+        }
+    }
+
+    // ---- I/O thread -----------------------------------------------------
+
+    /** Send now, or queue behind earlier messages the socket refused. */
+    void send_or_queue(const std::string_view *f, size_t n)
+    {
+        if (sendq_.empty()) {
+            int e = send_frames(dealer_, f, n);
+            if (e == 0)
+                return;
+            if (e != EAGAIN) {
+                host().logf(TODD_COMMS_LOG_WARN, "send failed: %s",
+                            zmq_strerror(e));
+                return;
+            }
+        }
+        sendq_.emplace_back(f, f + n);
+    }
+
+    void flush_sendq()
+    {
+        while (!sendq_.empty()) {
+            auto &m = sendq_.front();
+            std::string_view f[Frames::kMax];
+            size_t n = std::min(m.size(), Frames::kMax);
+            for (size_t i = 0; i < n; ++i)
+                f[i] = m[i];
+            int e = send_frames(dealer_, f, n);
+            if (e == EAGAIN)
+                return;
+            sendq_.pop_front();
+        }
+    }
+
+    void send_pub(const OutPub &p)
+    {
+        char h[16];
+        put_u64(h, p.seq);
+        put_u64(h + 8, static_cast<uint64_t>(p.ttl));
+        std::string_view f[5] = {kPub, std::string_view(h, 16), p.dest, p.ctype,
+                                 p.payload};
+        send_or_queue(f, 5);
+    }
+
+    void send_sub(const Sub &s)
+    {
+        char h[12];
+        put_u64(h, s.id);
+        put_u32(h + 8, s.prefetch);
+        std::string_view f[3] = {kSub, std::string_view(h, 12), s.dest};
+        send_or_queue(f, 3);
+    }
+
+    void send_hello()
+    {
+        last_hello_ = now_ms();
+        char b[8];
+        put_u64(b, session_.load());
+        std::string_view f[2] = {kHello, std::string_view(b, 8)};
+        send_frames(dealer_, f, 2); // EAGAIN: not connected, retried later
+    }
+
+    void lost(const std::string &why)
+    {
+        if (!welcomed_)
+            return;
+        welcomed_ = false;
+        // Everything in flight belongs to the old session now: the engine
+        // requeues it when we say HELLO again.
+        session_.fetch_add(1, std::memory_order_acq_rel);
+        sendq_.clear();
+        lost_since_ = now_ms();
+        failed_reported_ = false;
+        host().logf(TODD_COMMS_LOG_WARN, "%s; reconnecting", why.c_str());
+        host().state(TODD_COMMS_STATE_RECONNECTING, TODD_COMMS_E_UNAVAILABLE,
+                     why);
+        send_hello();
+    }
+
+    void complete_locked(uint64_t seq, todd_comms_status st,
+                         std::string_view text)
+    {
+        auto it = pending_.find(seq);
+        if (it == pending_.end())
+            return; // the caller gave up
+        Waiter *w = it->second.first;
+        w->statuses[it->second.second] = st;
+        if (st != TODD_COMMS_OK && w->error.empty())
+            w->error.assign(text);
+        pending_.erase(it);
+        if (--w->remaining == 0)
+            w->cv.notify_one();
+    }
+
+    void on_welcome(std::string_view body)
+    {
+        if (body.size() != 16)
+            return;
+        uint64_t epoch = get_u64(body.data());
+        uint64_t session = get_u64(body.data() + 8);
+        if (session != session_.load() || welcomed_)
+            return; // answer to an older HELLO
+        welcomed_ = true;
+        last_heard_ = now_ms();
+        sendq_.clear();
+        if (engine_epoch_ != 0 && epoch != engine_epoch_)
+            host().logf(TODD_COMMS_LOG_INFO,
+                        "engine at %s restarted: subscribing %zu "
+                        "destinations again, resending %zu unconfirmed "
+                        "publishes",
+                        s_.endpoint.c_str(), io_subs_.size(),
+                        inflight_.size() + outbox_.size());
+        engine_epoch_ = epoch;
+        for (auto &kv : io_subs_)
+            send_sub(*kv.second);
+        // Unconfirmed publishes may have been lost with the connection:
+        // send them again (at-least-once), then the ones that waited.
+        for (auto &p : outbox_)
+            inflight_.push_back(std::move(p));
+        outbox_.clear();
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            inflight_.erase(std::remove_if(inflight_.begin(), inflight_.end(),
+                                           [&](const OutPub &p) {
+                                               return pending_.count(p.seq) ==
+                                                      0;
+                                           }),
+                            inflight_.end());
+        }
+        for (auto &p : inflight_)
+            send_pub(p);
+        host().state(TODD_COMMS_STATE_CONNECTED, TODD_COMMS_OK,
+                     s_.server ? "engine on " + s_.endpoint : s_.endpoint);
+    }
+
+    void on_message(Frames &in)
+    {
+        size_t n = in.count();
+        if (n == 0 || n > Frames::kMax)
+            return;
+        last_heard_ = now_ms();
+        std::string_view cmd = in.view(0);
+        if (cmd == kDeliver) {
+            if (n != 4 || in.size(1) != 20 || !welcomed_)
+                return; // the engine requeues what we drop here
+            const char *h = in.view(1).data();
+            auto it = io_subs_.find(get_u64(h));
+            if (it == io_subs_.end())
+                return; // unsubscribed: requeued by the engine on UNSUB
+            Sub &sub = *it->second;
+            Item item;
+            item.session = session_.load(std::memory_order_relaxed);
+            item.tag = get_u64(h + 8);
+            item.flags = get_u32(h + 16);
+            item.ctype.assign(in.view(2));
+            item.payload.assign(in.view(3));
+            bool was_empty;
+            {
+                std::lock_guard<std::mutex> lk(sub.m);
+                was_empty = sub.q.empty();
+                sub.q.push_back(std::move(item));
+            }
+            if (was_empty)
+                sub.cv.notify_one();
+        } else if (cmd == kConfirm) {
+            if (n != 2 || in.size(1) % 8 != 0)
+                return;
+            std::string_view recs = in.view(1);
+            uint64_t last = 0;
+            {
+                std::lock_guard<std::mutex> lk(mu_);
+                for (size_t off = 0; off < recs.size(); off += 8) {
+                    last = get_u64(recs.data() + off);
+                    complete_locked(last, TODD_COMMS_OK, {});
+                }
+            }
+            while (!inflight_.empty() && inflight_.front().seq <= last)
+                inflight_.pop_front();
+        } else if (cmd == kNack) {
+            if (n != 3 || in.size(1) != 12)
+                return;
+            uint64_t seq = get_u64(in.view(1).data());
+            auto st =
+                static_cast<todd_comms_status>(get_u32(in.view(1).data() + 8));
+            if (st >= 0)
+                st = TODD_COMMS_E_PROTOCOL;
+            {
+                std::lock_guard<std::mutex> lk(mu_);
+                complete_locked(seq, st, in.view(2));
+            }
+            while (!inflight_.empty() && inflight_.front().seq <= seq)
+                inflight_.pop_front();
+        } else if (cmd == kWelcome) {
+            if (n == 2)
+                on_welcome(in.view(1));
+        } else if (cmd == kWho) {
+            lost("the engine at " + s_.endpoint +
+                 " no longer knows this instance");
+        }
+        // kHeartbeat: last_heard_ is enough.
+    }
+
+    void on_monitor(Frames &in)
+    {
+        if (in.count() < 1 || in.size(0) < 6)
+            return;
+        const auto *p =
+            reinterpret_cast<const unsigned char *>(in.view(0).data());
+        uint16_t event = static_cast<uint16_t>(p[0] | (p[1] << 8));
+        if (event == ZMQ_EVENT_HANDSHAKE_SUCCEEDED && !welcomed_)
+            send_hello();
+        else if (event == ZMQ_EVENT_DISCONNECTED)
+            lost("lost the connection to the engine at " + s_.endpoint);
+    }
+
+    void io_run()
+    {
+        Frames in;
+        std::vector<Cmd> cmds;
+        std::vector<AckRec> acks;
+        std::string ackbuf;
+        zmq_pollitem_t items[3] = {{dealer_, 0, ZMQ_POLLIN, 0},
+                                   {nullptr, evfd_, ZMQ_POLLIN, 0},
+                                   {mon_, 0, ZMQ_POLLIN, 0}};
+        int nitems = mon_ != nullptr ? 3 : 2;
+        lost_since_ = now_ms();
+        send_hello();
+        bool stop = false;
+        while (!stop) {
+            int64_t now = now_ms();
+            int64_t due = welcomed_
+                              ? std::min(last_hb_ + s_.heartbeat_ms,
+                                         last_heard_ + s_.heartbeat_timeout_ms)
+                              : last_hello_ + s_.heartbeat_ms;
+            long timeout = static_cast<long>(std::max<int64_t>(0, due - now));
+            items[0].events = static_cast<short>(
+                ZMQ_POLLIN | (sendq_.empty() ? 0 : ZMQ_POLLOUT));
+            if (zmq_poll(items, nitems, timeout) < 0) {
+                if (errno == EINTR)
+                    continue;
+                host().logf(TODD_COMMS_LOG_ERROR, "poll failed: %s",
+                            zmq_strerror(errno));
+                break;
+            }
+            if (items[1].revents != 0) {
+                uint64_t v;
+                ssize_t r = ::read(evfd_, &v, sizeof v);
+                (void)r;
+            }
+            {
+                std::lock_guard<std::mutex> lk(mu_);
+                cmds.swap(cmds_);
+                acks.swap(acks_);
+                signalled_ = false;
+            }
+            // Acks before commands: an UNSUB must follow its acks.
+            if (!acks.empty()) {
+                ackbuf.clear();
+                uint64_t cur = session_.load();
+                for (auto &a : acks) {
+                    if (a.session != cur)
+                        continue;
+                    char r[9];
+                    put_u64(r, a.tag);
+                    r[8] = static_cast<char>(a.verdict);
+                    ackbuf.append(r, 9);
+                }
+                acks.clear();
+                if (!ackbuf.empty() && welcomed_) {
+                    std::string_view f[2] = {kAck, ackbuf};
+                    send_or_queue(f, 2);
+                }
+            }
+            for (auto &c : cmds) {
+                switch (c.kind) {
+                case Cmd::Pub: {
+                    OutPub p{c.id, c.ttl, std::move(c.dest), std::move(c.ctype),
+                             std::move(c.payload)};
+                    if (welcomed_) {
+                        inflight_.push_back(std::move(p));
+                        send_pub(inflight_.back());
+                    } else {
+                        outbox_.push_back(std::move(p));
+                    }
+                    break;
+                }
+                case Cmd::Subscribe:
+                    io_subs_[c.id] = c.sub;
+                    if (welcomed_)
+                        send_sub(*c.sub);
+                    break;
+                case Cmd::Unsubscribe:
+                    io_subs_.erase(c.id);
+                    if (welcomed_) {
+                        char b[8];
+                        put_u64(b, c.id);
+                        std::string_view f[2] = {kUnsub,
+                                                 std::string_view(b, 8)};
+                        send_or_queue(f, 2);
+                    }
+                    break;
+                case Cmd::Stop: stop = true; break;
+                }
+            }
+            cmds.clear();
+            if (!sendq_.empty())
+                flush_sendq();
+            for (int i = 0; i < 4096; ++i) {
+                if (!in.recv(dealer_, ZMQ_DONTWAIT))
+                    break;
+                on_message(in);
+            }
+            while (mon_ != nullptr && in.recv(mon_, ZMQ_DONTWAIT))
+                on_monitor(in);
+            now = now_ms();
+            if (welcomed_) {
+                if (now - last_heard_ > s_.heartbeat_timeout_ms) {
+                    lost("no answer from the engine at " + s_.endpoint +
+                         " for " + std::to_string(now - last_heard_) + " ms");
+                } else if (now - last_hb_ >= s_.heartbeat_ms) {
+                    last_hb_ = now;
+                    std::string_view f[1] = {kHeartbeat};
+                    send_frames(dealer_, f, 1);
+                }
+            } else {
+                if (now - last_hello_ >= s_.heartbeat_ms)
+                    send_hello();
+                if (!failed_reported_ &&
+                    now - lost_since_ >= s_.publish_timeout_ms) {
+                    failed_reported_ = true;
+                    host().state(TODD_COMMS_STATE_FAILED,
+                                 TODD_COMMS_E_UNAVAILABLE,
+                                 "no todd-server engine answers at " +
+                                     s_.endpoint + "; still trying");
+                }
+            }
+        }
+        if (welcomed_) {
+            std::string_view f[1] = {kBye};
+            send_frames(dealer_, f, 1);
+        }
+        std::lock_guard<std::mutex> lk(mu_);
+        io_done_ = true;
+        for (auto &kv : pending_) {
+            Waiter *w = kv.second.first;
+            w->statuses[kv.second.second] = TODD_COMMS_E_UNAVAILABLE;
+            if (w->error.empty())
+                w->error = "transport stopped before the engine "
+                           "confirmed the message";
+            if (--w->remaining == 0)
+                w->cv.notify_one();
+        }
+        pending_.clear();
+    }
+
+    Settings s_;
+    std::string rid_;
+    void *ctx_ = nullptr;
+    void *dealer_ = nullptr;
+    void *mon_ = nullptr;
+    int evfd_ = -1;
+    std::unique_ptr<Engine> engine_;
+    std::thread io_;
+    std::atomic<bool> started_{false};
+    bool stopped_ = false;
+
+    // Shared between callers, workers and the I/O thread, under mu_.
+    std::mutex mu_;
+    std::vector<Cmd> cmds_;
+    std::vector<AckRec> acks_;
+    bool signalled_ = false;
+    bool io_done_ = false;
+    uint64_t next_seq_ = 0;
+    std::unordered_map<uint64_t, std::pair<Waiter *, uint32_t>> pending_;
+
+    // Control thread only.
+    std::map<uint64_t, std::shared_ptr<Sub>> subs_; // by cookie
+    uint64_t next_sub_id_ = 0;
+
+    // Current connection session; deliveries of older ones are stale.
+    std::atomic<uint64_t> session_{1};
+
+    // I/O thread only.
+    std::unordered_map<uint64_t, std::shared_ptr<Sub>> io_subs_;
+    std::deque<OutPub> inflight_; // sent, not yet confirmed, in seq order
+    std::deque<OutPub> outbox_;   // waiting for a connection
+    std::deque<std::vector<std::string>> sendq_;
+    bool welcomed_ = false;
+    bool failed_reported_ = false;
+    uint64_t engine_epoch_ = 0;
+    int64_t last_heard_ = 0, last_hb_ = 0, last_hello_ = 0, lost_since_ = 0;
+};
+
+} // namespace
+} // namespace todd_zmq
+
+TODD_COMMS_PLUGIN(todd_zmq::ZmqTransport, "zeromq", "0.1.0", "Apache-2.0",
+                  "Embedded brokerless transport (ZeroMQ): the server runs the "
+                  "queues, agents connect",
+                  TODD_COMMS_CAP_ACK | TODD_COMMS_CAP_TTL |
+                      TODD_COMMS_CAP_CONFIRMS | TODD_COMMS_CAP_REMOTE |
+                      TODD_COMMS_CAP_BATCH,
+                  todd_zmq::kKeys)
