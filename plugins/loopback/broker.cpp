@@ -2,6 +2,7 @@
 #include "broker.hpp"
 
 #include <algorithm>
+#include <optional>
 
 namespace loopback {
 
@@ -29,10 +30,14 @@ void Queue::purge(Clock::time_point now)
         ready.end());
 }
 
-void Queue::pump(Clock::time_point now)
+void Queue::pump()
 {
+    // The clock is read only for messages that can expire: it is costly.
+    std::optional<Clock::time_point> now;
     while (!ready.empty() && !consumers.empty()) {
-        if (ready.front().expires <= now) {
+        const auto expires = ready.front().expires;
+        if (expires != Clock::time_point::max() &&
+            expires <= (now ? *now : *(now = Clock::now()))) {
             ready.pop_front();
             continue;
         }
@@ -63,19 +68,18 @@ todd_comms_status Broker::publish(const char *destination,
     m.destination = destination;
     m.content_type = content_type;
     m.payload.assign(payload, payload + len);
-    const auto now = Clock::now();
     if (ttl_ms > 0)
-        m.expires = now + std::chrono::milliseconds(ttl_ms);
+        m.expires = Clock::now() + std::chrono::milliseconds(ttl_ms);
 
     std::lock_guard lock(mutex_);
     Queue &q = queue(m.destination);
     if (max_ready != 0 && q.ready.size() >= max_ready) {
-        q.purge(now);
+        q.purge(Clock::now());
         if (q.ready.size() >= max_ready)
             return TODD_COMMS_E_FULL;
     }
     q.ready.push_back(std::move(m));
-    q.pump(now);
+    q.pump();
     return TODD_COMMS_OK;
 }
 
@@ -88,7 +92,7 @@ std::unique_ptr<Consumer> Broker::consume(const std::string &destination,
     c.reset(
         new Consumer(*this, q, std::max<uint32_t>(prefetch, 1), std::move(fn)));
     q.consumers.push_back(c.get());
-    q.pump(Clock::now());
+    q.pump();
     return c;
 }
 
@@ -98,6 +102,12 @@ size_t Broker::ready_count(const std::string &destination)
     Queue &q = queue(destination);
     q.purge(Clock::now());
     return q.ready.size();
+}
+
+void Broker::drop_ready(const std::string &destination)
+{
+    std::lock_guard lock(mutex_);
+    queue(destination).ready.clear();
 }
 
 Consumer::Consumer(Broker &b, Queue &q, uint32_t prefetch, DeliverFn fn)
@@ -126,7 +136,7 @@ void Consumer::cancel()
                 queue_.ready.push_front(std::move(buffer_.back()));
                 buffer_.pop_back();
             }
-            queue_.pump(Clock::now());
+            queue_.pump();
             wake_.notify_one();
         }
     }
@@ -155,7 +165,7 @@ void Consumer::run()
         }
         // ACK and REJECT both forget the message: there is no dead-letter
         // queue.
-        queue_.pump(Clock::now());
+        queue_.pump();
     }
 }
 

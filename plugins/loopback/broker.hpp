@@ -75,7 +75,7 @@ struct Queue {
 
     /** Hand ready messages to consumers with room; drops expired ones.
      *  Caller holds the broker mutex. */
-    void pump(Clock::time_point now);
+    void pump();
     /** Drop every expired ready message. Caller holds the broker mutex. */
     void purge(Clock::time_point now);
 };
@@ -101,6 +101,8 @@ class Broker {
 
     /** Ready messages waiting in a queue (for tests and tools). */
     size_t ready_count(const std::string &destination);
+    /** Drop every ready message of a queue (for benchmarks). */
+    void drop_ready(const std::string &destination);
 
   private:
     friend class Consumer;

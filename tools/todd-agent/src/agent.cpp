@@ -379,8 +379,7 @@ core::Verdict Agent::on_task(const msg::Task &task, const char *source)
                               "rejected");
                     return core::Verdict::reject;
                 }
-                spawn("install " + t.test_run.uuid,
-                      [this, t] { on_install(t); });
+                run_in_order(t.test_run.uuid, [this, t] { on_install(t); });
                 return core::Verdict::ack;
             },
             [&](const msg::ExecuteTestRunTask &t) {
@@ -389,7 +388,7 @@ core::Verdict Agent::on_task(const msg::Task &task, const char *source)
                               "ExecuteTestRun without test_uuid rejected");
                     return core::Verdict::reject;
                 }
-                spawn("execute " + t.test_uuid, [this, t] { on_execute(t); });
+                run_in_order(t.test_uuid, [this, t] { on_execute(t); });
                 return core::Verdict::ack;
             },
             [&](const msg::DeleteTestDataTask &t) {
@@ -695,6 +694,43 @@ void Agent::spawn(std::string name, std::function<void()> fn)
                    *done = true;
                }),
                done});
+}
+
+// Tasks of one test run run in arrival order (an ExecuteTestRun right
+// behind its InstallTestRun waits for the check); different runs run in
+// parallel.
+void Agent::run_in_order(const std::string &test_uuid, std::function<void()> fn)
+{
+    {
+        std::lock_guard lk(mu_);
+        auto &q = strands_[test_uuid];
+        q.push_back(std::move(fn));
+        if (q.size() > 1)
+            return; // the strand's worker will get to it
+    }
+    spawn("test run " + test_uuid, [this, test_uuid] {
+        for (;;) {
+            std::function<void()> next;
+            {
+                std::lock_guard lk(mu_);
+                auto &q = strands_[test_uuid];
+                next = std::move(q.front());
+            }
+            try {
+                next();
+            } catch (const std::exception &e) {
+                log::error(log_component, "test run " + test_uuid +
+                                              ": task failed: " + e.what());
+            }
+            std::lock_guard lk(mu_);
+            auto &q = strands_[test_uuid];
+            q.pop_front();
+            if (q.empty() || stopping_) {
+                strands_.erase(test_uuid);
+                return;
+            }
+        }
+    });
 }
 
 void Agent::reap_workers()

@@ -9,7 +9,7 @@
 #include <optional>
 #include <poll.h>
 #include <spawn.h>
-#include <sys/pidfd.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -152,7 +152,8 @@ ProcessResult run_process(const ProcessSpec &spec)
     if (spec.groups != nullptr && !spec.groups->add(pid))
         r.cancelled = true;
 
-    Fd pidfd(::pidfd_open(pid, 0));
+    // glibc 2.36 declares pidfd_open without C linkage: use the syscall.
+    Fd pidfd(static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)));
     const auto deadline = std::chrono::steady_clock::now() + spec.timeout;
     // After a kill, stop waiting for EOF if a process escaped the group.
     std::optional<std::chrono::steady_clock::time_point> drain_deadline;

@@ -10,6 +10,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <deque>
 #include <list>
 #include <map>
 #include <memory>
@@ -101,6 +102,7 @@ class Agent {
     void advertise();
     void schedule_advert();
     void spawn(std::string name, std::function<void()> fn);
+    void run_in_order(const std::string &test_uuid, std::function<void()> fn);
     void reap_workers();
 
     AgentConfig config_;
@@ -120,6 +122,8 @@ class Agent {
     msg::Facts facts_;
     msg::Hashes fact_collector_hashes_, testlet_hashes_;
     bool refresh_pending_ = false;
+    /** Per test run: tasks waiting, the front one running. */
+    std::map<std::string, std::deque<std::function<void()>>> strands_;
 
     struct Worker {
         std::thread thread;
