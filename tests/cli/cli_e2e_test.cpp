@@ -58,7 +58,7 @@ class CliEndToEnd : public ::testing::Test {
     static inline pid_t server = -1;
     static inline std::vector<pid_t> agents;
     static inline std::vector<std::string> agent_uuids;
-    static inline std::string api_port, stream_port;
+    static inline std::string api_port, stream_port, endpoint;
     static inline int counter = 0;
 
     static void SetUpTestSuite()
@@ -86,18 +86,23 @@ class CliEndToEnd : public ::testing::Test {
             "exit 3; }\n"
             "echo '{\"answer\":42}'\n",
             true);
+        write_file(
+            assets / "testlets" / "slow",
+            "#!/bin/sh\n"
+            "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
+            "sleep 1\necho '{\"slept_s\":1}'\n",
+            true);
         fs::create_directories(dir / "empty");
         write_file(dir / "server.cfg", "[API]\nHost = 127.0.0.1\nPort = 0\n"
                                        "StreamPort = 0\n"
                                        "[Assets]\nIP = 127.0.0.1\nPort = 0\n"
-                                       "[Testing]\nTimeout = 10\n"
-                                       "SourceTimeLimit = 10\n"
-                                       "ResultGrace = 5\n"
+                                       "[Testing]\nTimeout = 3\n"
+                                       "SourceTimeLimit = 3\n"
+                                       "ResultGrace = 1\n"
                                        "[LocalResources]\nOptDir = " +
                                            (dir / "server").string() + "\n");
 
-        std::string endpoint =
-            "endpoint=tcp://127.0.0.1:" + std::to_string(free_port());
+        endpoint = "endpoint=tcp://127.0.0.1:" + std::to_string(free_port());
         fs::path server_err = dir / "server.err";
         server = spawn(
             {TODD_SERVER_EXE, "--config", (dir / "server.cfg").string(), "--db",
@@ -122,39 +127,51 @@ class CliEndToEnd : public ::testing::Test {
         api_port = m[1];
         stream_port = m[2];
 
+        for (int i = 0; i < 3; ++i)
+            start_agent(i, i == 2 ? "TODD_CLI_TEST_FAIL=1" : "");
         for (int i = 0; i < 3; ++i) {
-            fs::path a = dir / ("agent" + std::to_string(i));
-            fs::create_directories(a / "state");
-            std::vector<std::string> env;
-            if (i == 2)
-                env.push_back("TODD_CLI_TEST_FAIL=1");
-            agents.push_back(spawn(
-                {TODD_AGENT_EXE, "--comms", "zeromq", "--plugin-dir",
-                 TODD_ZEROMQ_DIR, "--comms-opt", endpoint, "--opt-dir",
-                 a.string(), "--state-dir", (a / "state").string(),
-                 "--testlet-dir", (dir / "empty").string(),
-                 "--factcollector-dir", (dir / "empty").string(),
-                 "--ip-addr-override", "127.0.0.1", "--advert-interval", "0.2"},
-                "/dev/null", (a / "out").string(), (a / "err").string(), env));
+            agent_uuids.push_back(agent_uuid(i));
+            ASSERT_EQ(agent_uuids.back().size(), 64u)
+                << "agent " << i << " has no UUID";
         }
-        // The agents' identities (written by each agent at start).
-        deadline = std::chrono::steady_clock::now() + 20s;
-        for (int i = 0; i < 3; ++i) {
-            fs::path f =
-                dir / ("agent" + std::to_string(i)) / "state" / "agent-uuid";
-            std::string id;
-            while (std::chrono::steady_clock::now() < deadline) {
-                id = slurp(f);
-                while (!id.empty() &&
-                       std::isspace(static_cast<unsigned char>(id.back())))
-                    id.pop_back();
-                if (id.size() == 64)
-                    break;
-                std::this_thread::sleep_for(20ms);
-            }
-            ASSERT_EQ(id.size(), 64u) << "agent " << i << " has no UUID";
-            agent_uuids.push_back(id);
+    }
+
+    static pid_t start_agent(int i, const std::string &env)
+    {
+        fs::path a = dir / ("agent" + std::to_string(i));
+        fs::create_directories(a / "state");
+        std::vector<std::string> envs;
+        if (!env.empty())
+            envs.push_back(env);
+        agents.push_back(spawn(
+            {TODD_AGENT_EXE, "--comms", "zeromq", "--plugin-dir",
+             TODD_ZEROMQ_DIR, "--comms-opt", endpoint, "--opt-dir", a.string(),
+             "--state-dir", (a / "state").string(), "--testlet-dir",
+             (dir / "empty").string(), "--factcollector-dir",
+             (dir / "empty").string(), "--ip-addr-override", "127.0.0.1",
+             "--advert-interval", "0.2"},
+            "/dev/null", (a / "out").string(), (a / "err").string(), envs));
+        return agents.back();
+    }
+
+    // The agent's identity (written by the agent at start), "" if none
+    // within 20 s.
+    static std::string agent_uuid(int i)
+    {
+        fs::path f =
+            dir / ("agent" + std::to_string(i)) / "state" / "agent-uuid";
+        auto deadline = std::chrono::steady_clock::now() + 20s;
+        std::string id;
+        while (std::chrono::steady_clock::now() < deadline) {
+            id = slurp(f);
+            while (!id.empty() &&
+                   std::isspace(static_cast<unsigned char>(id.back())))
+                id.pop_back();
+            if (id.size() == 64)
+                return id;
+            std::this_thread::sleep_for(20ms);
         }
+        return {};
     }
 
     static void TearDownTestSuite()
@@ -403,4 +420,59 @@ TEST_F(CliEndToEnd, UnreachableServer)
     EXPECT_EQ(r.err, "ERROR: cannot reach ToDD server at 127.0.0.1:" + port +
                          ": connection refused\n");
     EXPECT_EQ(r.out, "");
+}
+
+// Last: it adds a fourth agent and kills it while it runs a test.
+TEST_F(CliEndToEnd, AgentKilledMidRunIsReportedAsFailed)
+{
+    ensure_group();
+    pid_t victim = start_agent(3, "");
+    std::string victim_id = agent_uuid(3);
+    ASSERT_EQ(victim_id.size(), 64u);
+    todd_until({"groups"}, [&](const std::string &out) {
+        return out.find(victim_id.substr(0, 12) + "\tloopgroup\n") !=
+               std::string::npos;
+    });
+    auto r = todd({"create", "-"}, "type: testrun\nlabel: slow-run\nspec:\n"
+                                   "  targettype: uncontrolled\n"
+                                   "  source: {name: loopgroup, app: slow}\n"
+                                   "  target: [127.0.0.1]\n");
+    ASSERT_EQ(r.code, 0) << r.err;
+
+    // The run in the background; kill the victim once it is testing.
+    std::string base = (dir / "killed-run").string();
+    write_file(base + ".in", "");
+    pid_t cli =
+        spawn({TODD_CLI_EXE, "-H", "127.0.0.1", "-P", api_port, "--stream-port",
+               stream_port, "run", "slow-run", "-y", "--timeout", "60"},
+              base + ".in", base + ".out", base + ".err");
+    std::string mark = victim_id.substr(0, 12) + "=testing";
+    auto deadline = std::chrono::steady_clock::now() + 20s;
+    int code = -1;
+    while (slurp(base + ".out").find(mark) == std::string::npos &&
+           (code = wait_for(cli, 0ms)) == -1 &&
+           std::chrono::steady_clock::now() < deadline)
+        std::this_thread::sleep_for(5ms);
+    ASSERT_NE(slurp(base + ".out").find(mark), std::string::npos)
+        << slurp(base + ".out") << slurp(base + ".err");
+    kill(victim, SIGKILL);
+
+    if (code == -1)
+        code = wait_for(cli, 60s);
+    std::string out = slurp(base + ".out"), err = slurp(base + ".err");
+    ASSERT_EQ(code, 0) << out << err;
+    EXPECT_NE(out.find(victim_id.substr(0, 12) + "=fail"), std::string::npos)
+        << out;
+    EXPECT_NE(out.find("FINISHED: (3/4)  FAIL: (1/4)"), std::string::npos)
+        << out;
+    auto pos = out.find("\nDone.\n");
+    ASSERT_NE(pos, std::string::npos) << out;
+    std::string table = out.substr(pos + 7);
+    for (int i = 0; i < 3; ++i)
+        EXPECT_NE(table.find(short_id(i) + "\t127.0.0.1\tslept_s\t1\n"),
+                  std::string::npos)
+            << table;
+    EXPECT_NE(err.find("WARNING: 1 of 4 agents failed: " + victim_id),
+              std::string::npos)
+        << err;
 }
