@@ -572,7 +572,11 @@ int Cli::run()
     bool complete = false;
     try {
         ServerAddress stream_addr{o_.server.host, o_.stream_port};
-        StatusStream stream(stream_addr, deadline);
+        // A server without a stream must not cost the whole run timeout:
+        // after 10 s of refused connections, poll for the result instead.
+        StatusStream stream(
+            stream_addr,
+            std::min(deadline, Clock::now() + std::chrono::seconds(10)));
         bool first = true;
         std::string previous;
         while (true) {
