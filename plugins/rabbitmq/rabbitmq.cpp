@@ -36,6 +36,7 @@
 #include <set>
 #include <sstream>
 #include <string>
+#include <string_view>
 #include <sys/eventfd.h>
 #include <thread>
 #include <unistd.h>
@@ -734,13 +735,7 @@ class RabbitTransport final : public Transport {
                 kick_io_locked();
                 continue; // done unless something is still pending
             }
-            kick_io_locked();
-            bool done = pub_cv_.wait_until(lk, deadline, [&] {
-                for (size_t i = 0; i < n; ++i)
-                    if (items[i].in_flight)
-                        return false;
-                return true;
-            });
+            bool done = wait_confirms(lk, items, n, deadline);
             if (!done) {
                 for (size_t i = 0; i < n; ++i)
                     if (items[i].in_flight) {
@@ -769,6 +764,54 @@ class RabbitTransport final : public Transport {
                 return;
             }
         }
+    }
+
+    // Wait until none of items is in flight. One waiting publisher at a
+    // time reads the socket itself (no hop through the I/O thread on the
+    // latency path); the others sleep until it or the I/O thread settles.
+    bool wait_confirms(std::unique_lock<std::mutex> &lk, Item *items, size_t n,
+                       Clock::time_point deadline)
+    {
+        auto settled = [&] {
+            for (size_t i = 0; i < n; ++i)
+                if (items[i].in_flight)
+                    return false;
+            return true;
+        };
+        while (!settled()) {
+            auto now = Clock::now();
+            if (now >= deadline)
+                return false;
+            auto slice =
+                std::min<Clock::duration>(deadline - now, milliseconds(100));
+            if (reader_active_ || !pub_up_) {
+                pub_cv_.wait_for(lk, slice);
+                continue;
+            }
+            reader_active_ = true;
+            pub_drain();
+            if (!settled() && pub_up_ && !amqp_frames_enqueued(pub_conn_) &&
+                !amqp_data_in_buffer(pub_conn_)) {
+                uint64_t gen = pub_gen_;
+                // reader_wake_: the I/O thread settled ours meanwhile.
+                struct pollfd pfd[2] = {{amqp_get_sockfd(pub_conn_), POLLIN, 0},
+                                        {reader_wake_.fd(), POLLIN, 0}};
+                lk.unlock();
+                poll(pfd, 2,
+                     static_cast<int>(
+                         std::chrono::duration_cast<milliseconds>(slice)
+                             .count()) +
+                         1);
+                lk.lock();
+                if (pfd[1].revents & POLLIN)
+                    reader_wake_.drain();
+                if (pub_up_ && gen == pub_gen_)
+                    pub_drain();
+            }
+            reader_active_ = false;
+            pub_cv_.notify_all();
+        }
+        return true;
     }
 
     void fail_pending(Item *items, size_t n, todd_comms_status st,
@@ -845,7 +888,7 @@ class RabbitTransport final : public Transport {
     // the publishing channel and its pending confirms with it.
     Outcome declare_for_publish(const char *dest)
     {
-        if (declared_.count(dest))
+        if (declared_.find(std::string_view(dest)) != declared_.end())
             return {};
         Outcome o = declare_topology(pub_conn_, decl_channel, dest, true);
         if (o.ok())
@@ -933,6 +976,7 @@ class RabbitTransport final : public Transport {
         inflight_.clear();
         pub_cv_.notify_all();
         pub_wake_.wake();
+        reader_wake_.wake();
     }
 
     // Frames may have been buffered by a publish or an RPC: make sure the
@@ -990,20 +1034,23 @@ class RabbitTransport final : public Transport {
                 report(Link::pub, TODD_COMMS_STATE_CONNECTED, TODD_COMMS_OK,
                        where);
             }
-            struct pollfd fds[2] = {{amqp_get_sockfd(conn), POLLIN, 0},
-                                    {pub_wake_.fd(), POLLIN, 0}};
-            bool buffered;
+            struct pollfd fds[2] = {{pub_wake_.fd(), POLLIN, 0},
+                                    {amqp_get_sockfd(conn), POLLIN, 0}};
+            bool buffered, readers;
             {
                 std::lock_guard<std::mutex> g(pub_mu_);
                 buffered =
                     amqp_frames_enqueued(conn) || amqp_data_in_buffer(conn);
+                // Publishers waiting for confirms read the socket
+                // themselves; stay out of their way (no lock ping-pong).
+                readers = !inflight_.empty();
             }
-            if (!buffered)
-                poll(fds, 2, 1000);
-            if (fds[1].revents & POLLIN)
+            if (!buffered || readers)
+                poll(fds, readers ? 1 : 2, readers ? 100 : 1000);
+            if (fds[0].revents & POLLIN)
                 pub_wake_.drain();
             std::unique_lock<std::mutex> lk(pub_mu_);
-            if (pub_up_)
+            if (pub_up_ && inflight_.empty())
                 pub_drain();
             if (!pub_up_) {
                 // Lost: close it here (publishers no longer touch it).
@@ -1122,6 +1169,8 @@ class RabbitTransport final : public Transport {
         }
         inflight_.erase(begin, end);
         pub_cv_.notify_all();
+        if (reader_active_)
+            reader_wake_.wake();
     }
 
     // basic.return: the broker could not route a mandatory message. Match
@@ -1502,7 +1551,7 @@ class RabbitTransport final : public Transport {
     // Publishing link (all under pub_mu_ unless noted).
     std::mutex pub_mu_;
     std::condition_variable pub_cv_;
-    Waker pub_wake_;
+    Waker pub_wake_, reader_wake_;
     std::thread pub_thread_;
     Backoff pub_backoff_;        // pub thread only
     size_t pub_next_broker_ = 0; // pub thread only
@@ -1511,8 +1560,9 @@ class RabbitTransport final : public Transport {
     uint64_t pub_gen_ = 0, pub_seq_ = 0;
     std::string pub_down_reason_, pub_last_error_ = "not connected yet";
     std::map<uint64_t, Item *> inflight_;
-    std::set<std::string> declared_;
+    std::set<std::string, std::less<>> declared_;
     bool exchange_declared_ = false, decl_open_ = false;
+    bool reader_active_ = false; // a publisher is reading confirms
     bool con_decl_dummy_ = true;
 
     // Consuming link: subs_ and flags under con_mu_; connection and

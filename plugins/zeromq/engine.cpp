@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <random>
 
@@ -20,11 +21,29 @@ void setopt_int(void *s, int opt, int v)
     zmq_setsockopt(s, opt, &v, sizeof v);
 }
 
+/** A routing id for log lines: ours are printable, libzmq's are binary. */
+std::string printable(const std::string &rid)
+{
+    if (rid.empty())
+        return "(server instance)";
+    std::string out;
+    for (unsigned char c : rid) {
+        if (c >= 0x21 && c < 0x7f) {
+            out += static_cast<char>(c);
+        } else {
+            char b[5];
+            std::snprintf(b, sizeof b, "\\x%02x", c);
+            out += b;
+        }
+    }
+    return out;
+}
+
 } // namespace
 
 Engine::Engine(void *ctx, EngineSettings settings,
-               const todd::comms::sdk::Host &host)
-    : ctx_(ctx), s_(std::move(settings)), host_(host)
+               const todd::comms::sdk::Host &host, LocalClient *local)
+    : ctx_(ctx), s_(std::move(settings)), host_(host), local_(local)
 {
     std::random_device rd;
     epoch_ = (static_cast<uint64_t>(rd()) << 32) ^ rd() ^
@@ -38,6 +57,17 @@ Engine::~Engine()
 
 void Engine::start()
 {
+    if (router_ == nullptr)
+        bind();
+    host_.logf(TODD_COMMS_LOG_INFO,
+               "engine %016llx listening on %s (max_held=%lld)",
+               static_cast<unsigned long long>(epoch_), s_.endpoint.c_str(),
+               s_.max_held);
+    thread_ = std::thread([this] { run(); });
+}
+
+void Engine::bind()
+{
     router_ = zmq_socket(ctx_, ZMQ_ROUTER);
     if (router_ == nullptr)
         throw Error(TODD_COMMS_E_INTERNAL,
@@ -46,9 +76,11 @@ void Engine::start()
     // let a reconnecting peer take over its routing id at once.
     setopt_int(router_, ZMQ_ROUTER_MANDATORY, 1);
     setopt_int(router_, ZMQ_ROUTER_HANDOVER, 1);
-    // Deliveries are bounded by prefetch and confirms by publishers: no
-    // ZeroMQ-level bound (which would drop or block) on the way out.
-    setopt_int(router_, ZMQ_SNDHWM, 0);
+    // Deliveries are bounded by prefetch and confirms are batched, so a peer
+    // that lets this many messages pile up does not read: it is dropped
+    // (send fails, its unacked messages are requeued) instead of growing
+    // the engine's memory without bound.
+    setopt_int(router_, ZMQ_SNDHWM, 100000);
     setopt_int(router_, ZMQ_LINGER, 0);
     setopt_int(router_, ZMQ_HEARTBEAT_IVL, static_cast<int>(s_.heartbeat_ms));
     setopt_int(router_, ZMQ_HEARTBEAT_TIMEOUT,
@@ -67,13 +99,11 @@ void Engine::start()
                                "endpoint to another address)"
                              : ""));
     }
-    if (zmq_bind(router_, kInprocEndpoint) != 0) {
-        int e = errno;
-        zmq_close(router_);
-        router_ = nullptr;
-        throw Error(TODD_COMMS_E_INTERNAL, std::string("cannot bind ") +
-                                               kInprocEndpoint + ": " +
-                                               zmq_strerror(e));
+    if (local_ != nullptr) {
+        // Routing ids are never empty: "" is the local client.
+        auto p = std::make_unique<Peer>();
+        p->local = true;
+        peers_.emplace(std::string(), std::move(p));
     }
     stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
     if (stop_fd_ < 0) {
@@ -83,11 +113,6 @@ void Engine::start()
         throw Error(TODD_COMMS_E_INTERNAL,
                     std::string("eventfd: ") + std::strerror(e));
     }
-    host_.logf(TODD_COMMS_LOG_INFO,
-               "engine %016llx listening on %s (max_held=%lld)",
-               static_cast<unsigned long long>(epoch_), s_.endpoint.c_str(),
-               s_.max_held);
-    thread_ = std::thread([this] { run(); });
 }
 
 void Engine::stop()
@@ -124,13 +149,16 @@ void Engine::run()
     const int64_t tick =
         std::max<int64_t>(50, std::min<int64_t>(s_.heartbeat_ms, 250));
     int64_t next_timer = now_ms() + tick;
-    zmq_pollitem_t items[2] = {{router_, 0, ZMQ_POLLIN, 0},
-                               {nullptr, stop_fd_, ZMQ_POLLIN, 0}};
+    zmq_pollitem_t items[3] = {
+        {router_, 0, ZMQ_POLLIN, 0},
+        {nullptr, stop_fd_, ZMQ_POLLIN, 0},
+        {nullptr, local_ != nullptr ? local_->wake_fd() : -1, ZMQ_POLLIN, 0}};
+    int nitems = local_ != nullptr ? 3 : 2;
     for (;;) {
         int64_t now = now_ms();
         long timeout =
             static_cast<long>(std::max<int64_t>(0, next_timer - now));
-        int rc = zmq_poll(items, 2, timeout);
+        int rc = zmq_poll(items, nitems, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -141,10 +169,20 @@ void Engine::run()
         if (items[1].revents != 0)
             return;
         now_ = now_ms();
+        if (nitems == 3 && items[2].revents != 0)
+            local_->on_wake();
+        std::string_view buf[Frames::kMax];
         for (int i = 0; i < 4096; ++i) {
             if (!in_.recv(router_, ZMQ_DONTWAIT))
                 break;
-            handle(now_);
+            Msgv m = views(in_, buf);
+            if (m.n == 0) {
+                host_.logf(TODD_COMMS_LOG_WARN,
+                           "engine dropped a malformed message (%zu frames)",
+                           in_.count());
+                continue;
+            }
+            handle(m, now_);
         }
         flush_confirms();
         reap_dead();
@@ -167,10 +205,25 @@ void Engine::send_to(const std::string &rid, const std::string_view *frames,
     send_frames(router_, all, n + 1);
 }
 
+void Engine::local_send(const Msgv &m)
+{
+    std::string_view all[Frames::kMax];
+    if (m.n + 1 > Frames::kMax)
+        return;
+    all[0] = std::string_view();
+    for (size_t i = 0; i < m.n; ++i)
+        all[i + 1] = m.f[i];
+    handle(Msgv{all, m.n + 1}, now_ms());
+}
+
 bool Engine::send(Peer &p, const std::string_view *frames, size_t n)
 {
     if (p.dead)
         return false;
+    if (p.local) {
+        local_->on_engine_message(Msgv{frames, n});
+        return true;
+    }
     std::string_view all[Frames::kMax];
     all[0] = p.rid;
     for (size_t i = 0; i < n && i + 1 < Frames::kMax; ++i)
@@ -180,29 +233,30 @@ bool Engine::send(Peer &p, const std::string_view *frames, size_t n)
         return true;
     // EHOSTUNREACH: the connection is gone, so is everything in flight.
     host_.logf(TODD_COMMS_LOG_DEBUG, "engine cannot reach peer %s: %s",
-               p.rid.c_str(), zmq_strerror(e));
+               printable(p.rid).c_str(), zmq_strerror(e));
     p.dead = true;
     any_dead_ = true;
     return false;
 }
 
-void Engine::handle(int64_t now)
+void Engine::handle(const Msgv &in, int64_t now)
 {
-    size_t n = in_.count();
+    now_ = now;
+    size_t n = in.count();
     if (n < 2 || n > Frames::kMax) {
         host_.logf(TODD_COMMS_LOG_WARN,
                    "engine dropped a malformed message (%zu frames)", n);
         return;
     }
-    key_.assign(in_.view(0));
-    std::string_view cmd = in_.view(1);
+    key_.assign(in.view(0));
+    std::string_view cmd = in.view(1);
     auto it = peers_.find(key_);
     if (cmd == kHello) {
-        if (n != 3 || in_.size(2) != 8) {
+        if (n != 3 || in.size(2) != 8) {
             host_.log(TODD_COMMS_LOG_WARN, "engine dropped a malformed HELLO");
             return;
         }
-        uint64_t session = get_u64(in_.view(2).data());
+        uint64_t session = get_u64(in.view(2).data());
         Peer *p;
         if (it == peers_.end()) {
             auto np = std::make_unique<Peer>();
@@ -210,7 +264,7 @@ void Engine::handle(int64_t now)
             p = np.get();
             peers_.emplace(key_, std::move(np));
             host_.logf(TODD_COMMS_LOG_DEBUG, "engine: peer %s joined",
-                       p->rid.c_str());
+                       printable(p->rid).c_str());
         } else {
             p = it->second.get();
             if (p->dead || p->session != session) {
@@ -245,13 +299,13 @@ void Engine::handle(int64_t now)
         std::string_view f[1] = {kHeartbeat};
         send(p, f, 1);
     } else if (cmd == kPub) {
-        on_pub(p);
+        on_pub(p, in);
     } else if (cmd == kAck) {
-        on_ack(p);
+        on_ack(p, in);
     } else if (cmd == kSub) {
-        on_sub(p);
+        on_sub(p, in);
     } else if (cmd == kUnsub) {
-        on_unsub(p);
+        on_unsub(p, in);
     } else if (cmd == kBye) {
         flush_confirms(p);
         drop_peer(key_, "said goodbye");
@@ -259,7 +313,7 @@ void Engine::handle(int64_t now)
         host_.logf(TODD_COMMS_LOG_WARN,
                    "engine: unknown command '%.*s' from %s",
                    static_cast<int>(std::min<size_t>(cmd.size(), 16)),
-                   cmd.data(), p.rid.c_str());
+                   cmd.data(), printable(p.rid).c_str());
     }
 }
 
@@ -276,17 +330,18 @@ Engine::Queue &Engine::queue(std::string_view name)
     return ref;
 }
 
-void Engine::on_pub(Peer &p)
+void Engine::on_pub(Peer &p, const Msgv &in)
 {
-    if (in_.count() != 6 || in_.size(2) != 16) {
+    if (in.count() != 6 || in.size(2) != 16) {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "engine dropped a malformed PUB from %s", p.rid.c_str());
+                   "engine dropped a malformed PUB from %s",
+                   printable(p.rid).c_str());
         return;
     }
-    const char *h = in_.view(2).data();
+    const char *h = in.view(2).data();
     uint64_t seq = get_u64(h);
     int64_t ttl = static_cast<int64_t>(get_u64(h + 8));
-    std::string_view dest = in_.view(3);
+    std::string_view dest = in.view(3);
     auto nack = [&](todd_comms_status st, const std::string &text) {
         flush_confirms(p); // keep confirmations in publish order
         char b[12];
@@ -313,8 +368,8 @@ void Engine::on_pub(Peer &p)
         }
     }
     Msg m;
-    m.payload.assign(in_.view(5));
-    m.ctype.assign(in_.view(4));
+    m.payload.assign(in.view(5));
+    m.ctype.assign(in.view(4));
     if (ttl > 0) {
         m.expires = now_ + ttl;
         ++q.with_ttl;
@@ -326,19 +381,20 @@ void Engine::on_pub(Peer &p)
     dispatch(q);
 }
 
-void Engine::on_sub(Peer &p)
+void Engine::on_sub(Peer &p, const Msgv &in)
 {
-    if (in_.count() != 4 || in_.size(2) != 12 || in_.size(3) == 0) {
+    if (in.count() != 4 || in.size(2) != 12 || in.size(3) == 0) {
         host_.logf(TODD_COMMS_LOG_WARN,
-                   "engine dropped a malformed SUB from %s", p.rid.c_str());
+                   "engine dropped a malformed SUB from %s",
+                   printable(p.rid).c_str());
         return;
     }
-    const char *h = in_.view(2).data();
+    const char *h = in.view(2).data();
     uint64_t id = get_u64(h);
     uint32_t prefetch = std::max<uint32_t>(1, get_u32(h + 8));
     if (p.consumers.count(id) != 0)
         return; // already subscribed: SUB is idempotent
-    Queue &q = queue(in_.view(3));
+    Queue &q = queue(in.view(3));
     auto c = std::make_unique<Consumer>();
     c->peer = &p;
     c->sub_id = id;
@@ -349,11 +405,11 @@ void Engine::on_sub(Peer &p)
     dispatch(q);
 }
 
-void Engine::on_unsub(Peer &p)
+void Engine::on_unsub(Peer &p, const Msgv &in)
 {
-    if (in_.count() != 3 || in_.size(2) != 8)
+    if (in.count() != 3 || in.size(2) != 8)
         return;
-    auto it = p.consumers.find(get_u64(in_.view(2).data()));
+    auto it = p.consumers.find(get_u64(in.view(2).data()));
     if (it == p.consumers.end())
         return;
     Queue *q = it->second->queue;
@@ -364,11 +420,11 @@ void Engine::on_unsub(Peer &p)
     dispatch(*q);
 }
 
-void Engine::on_ack(Peer &p)
+void Engine::on_ack(Peer &p, const Msgv &in)
 {
-    if (in_.count() != 3 || in_.size(2) % 9 != 0)
+    if (in.count() != 3 || in.size(2) % 9 != 0)
         return;
-    std::string_view recs = in_.view(2);
+    std::string_view recs = in.view(2);
     Queue *touched[8];
     size_t ntouched = 0;
     bool overflow = false;
@@ -505,7 +561,7 @@ void Engine::reset_peer(Peer &p)
         host_.logf(TODD_COMMS_LOG_INFO,
                    "engine requeued %zu unacknowledged messages of "
                    "peer %s",
-                   tags.size(), p.rid.c_str());
+                   tags.size(), printable(p.rid).c_str());
     p.consumers.clear();
     std::sort(touched.begin(), touched.end());
     touched.erase(std::unique(touched.begin(), touched.end()), touched.end());
@@ -521,7 +577,7 @@ void Engine::drop_peer(const std::string &rid, const char *why)
     std::unique_ptr<Peer> p = std::move(it->second);
     peers_.erase(it);
     host_.logf(TODD_COMMS_LOG_DEBUG, "engine: peer %s left (%s)",
-               p->rid.c_str(), why);
+               printable(p->rid).c_str(), why);
     dirty_.erase(std::remove(dirty_.begin(), dirty_.end(), p.get()),
                  dirty_.end());
     p->dead = true; // nothing is dispatched to it while requeueing
@@ -585,7 +641,8 @@ void Engine::sweep(int64_t now)
     now_ = now;
     std::vector<std::string> silent;
     for (auto &p : peers_)
-        if (now - p.second->last_seen > s_.heartbeat_timeout_ms)
+        if (!p.second->local &&
+            now - p.second->last_seen > s_.heartbeat_timeout_ms)
             silent.push_back(p.first);
     for (auto &rid : silent)
         drop_peer(rid, "heartbeat timeout");

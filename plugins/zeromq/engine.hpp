@@ -29,20 +29,42 @@ struct EngineSettings {
     long long heartbeat_timeout_ms = 5000; // silent peer is gone after this
 };
 
+/**
+ * The server-role instance's own client side, run on the engine thread
+ * instead of through a socket (no extra thread or hop for the server).
+ */
+class LocalClient {
+  public:
+    virtual ~LocalClient() = default;
+    /** An fd the engine polls; readable when the client has work. */
+    virtual int wake_fd() const = 0;
+    /** Engine thread: do the client's queued work (it may call
+     *  Engine::local_send). */
+    virtual void on_wake() = 0;
+    /** Engine thread: a message from the engine to the client. */
+    virtual void on_engine_message(const Msgv &m) = 0;
+};
+
 class Engine {
   public:
-    /** ctx: the instance's ZeroMQ context (outlives the engine). */
+    /** ctx: the instance's ZeroMQ context (outlives the engine); local:
+     *  the server instance's client side, or nullptr. */
     Engine(void *ctx, EngineSettings settings,
-           const todd::comms::sdk::Host &host);
+           const todd::comms::sdk::Host &host, LocalClient *local = nullptr);
     ~Engine();
     Engine(const Engine &) = delete;
     Engine &operator=(const Engine &) = delete;
 
-    /** Bind the endpoint and the in-process address, then start the
-     *  thread. Throws sdk::Error naming the endpoint when binding fails. */
+    /** Bind the endpoint. Throws sdk::Error naming the endpoint when
+     *  binding fails. */
+    void bind();
+    /** Start the thread (binds first if bind was not called). */
     void start();
     /** Stop the thread and close the socket; held messages are dropped. */
     void stop();
+    /** Engine thread only (from LocalClient::on_wake): a message from the
+     *  local client, frames without the routing id. */
+    void local_send(const Msgv &m);
 
   private:
     struct Msg {
@@ -78,17 +100,18 @@ class Engine {
         uint64_t session = 0;
         int64_t last_seen = 0;
         bool dead = false;
+        bool local = false; // the server instance's own client
         std::unordered_map<uint64_t, std::unique_ptr<Consumer>> consumers;
         std::unordered_map<uint64_t, Pending> unacked; // by delivery tag
         std::vector<uint64_t> confirms;                // not yet sent
     };
 
     void run();
-    void handle(int64_t now);
-    void on_pub(Peer &p);
-    void on_sub(Peer &p);
-    void on_unsub(Peer &p);
-    void on_ack(Peer &p);
+    void handle(const Msgv &in, int64_t now);
+    void on_pub(Peer &p, const Msgv &in);
+    void on_sub(Peer &p, const Msgv &in);
+    void on_unsub(Peer &p, const Msgv &in);
+    void on_ack(Peer &p, const Msgv &in);
     void dispatch(Queue &q);
     Consumer *next_consumer(Queue &q);
     void requeue(Pending &&pd);
@@ -115,6 +138,7 @@ class Engine {
     uint64_t next_tag_ = 0;
 
     Frames in_; // current message (engine thread only)
+    LocalClient *local_ = nullptr;
     std::unordered_map<std::string, std::unique_ptr<Peer>> peers_;
     std::unordered_map<std::string, std::unique_ptr<Queue>> queues_;
     std::vector<Peer *> dirty_; // peers with confirms to send

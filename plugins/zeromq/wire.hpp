@@ -36,9 +36,6 @@ inline constexpr std::string_view kDeliver =
     "DLV"; // [sub_id u64|tag u64|flags u32] [ctype] [payload]
 inline constexpr std::string_view kWho = "WHO"; // [] "HELLO first"
 
-/** The engine's in-process address, inside the server instance's context. */
-inline constexpr const char *kInprocEndpoint = "inproc://todd-zeromq-engine";
-
 inline void put_u64(char *p, uint64_t v)
 {
     for (int i = 0; i < 8; ++i)
@@ -84,11 +81,13 @@ class Frames {
     {
         for (auto &m : msgs_)
             zmq_msg_init(&m);
+        zmq_msg_init(&spare_);
     }
     ~Frames()
     {
         for (auto &m : msgs_)
             zmq_msg_close(&m);
+        zmq_msg_close(&spare_);
     }
     Frames(const Frames &) = delete;
     Frames &operator=(const Frames &) = delete;
@@ -130,6 +129,24 @@ class Frames {
     zmq_msg_t spare_{};
     size_t n_ = 0;
 };
+
+/** A message as frame views (received, or handed over in-process). */
+struct Msgv {
+    const std::string_view *f = nullptr;
+    size_t n = 0;
+    size_t count() const { return n; }
+    std::string_view view(size_t i) const { return f[i]; }
+    size_t size(size_t i) const { return f[i].size(); }
+};
+
+/** Views of the frames of a received message (valid until the next recv). */
+inline Msgv views(const Frames &in, std::string_view (&buf)[Frames::kMax])
+{
+    size_t n = in.count() > Frames::kMax ? 0 : in.count();
+    for (size_t i = 0; i < n; ++i)
+        buf[i] = in.view(i);
+    return Msgv{buf, n};
+}
 
 /**
  * Send a message made of n frames without blocking. Returns 0, or the errno

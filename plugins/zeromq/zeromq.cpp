@@ -181,7 +181,7 @@ std::string random_id(char prefix)
     return buf;
 }
 
-class ZmqTransport : public todd::comms::sdk::Transport {
+class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
   public:
     ZmqTransport(const Host &host, const Config &cfg)
         : Transport(host, cfg), s_(parse(cfg)),
@@ -213,10 +213,24 @@ class ZmqTransport : public todd::comms::sdk::Transport {
             close_sockets();
             throw;
         }
-        for (auto &kv : subs_)
-            io_subs_[kv.second->id] = kv.second;
         started_ = true;
-        io_ = std::thread([this] { io_run(); });
+        // Subscriptions made before start reach the I/O side as commands.
+        for (auto &kv : subs_) {
+            Cmd c;
+            c.kind = Cmd::Subscribe;
+            c.id = kv.second->id;
+            c.sub = kv.second;
+            push_cmd(std::move(c));
+        }
+        if (engine_) {
+            // The server's client side runs on the engine thread.
+            welcomed_ = true;
+            engine_->start();
+            host().state(TODD_COMMS_STATE_CONNECTED, TODD_COMMS_OK,
+                         "engine on " + s_.endpoint);
+        } else {
+            io_ = std::thread([this] { io_run(); });
+        }
         for (auto &kv : subs_)
             start_worker(kv.second);
     }
@@ -234,11 +248,16 @@ class ZmqTransport : public todd::comms::sdk::Transport {
         // thread, which stops last.
         for (auto &kv : subs_)
             stop_worker(*kv.second);
-        Cmd c;
-        c.kind = Cmd::Stop;
-        push_cmd(std::move(c));
-        if (io_.joinable())
-            io_.join();
+        if (engine_) {
+            engine_->stop();
+            fail_pending();
+        } else {
+            Cmd c;
+            c.kind = Cmd::Stop;
+            push_cmd(std::move(c));
+            if (io_.joinable())
+                io_.join();
+        }
         close_sockets();
         host().state(TODD_COMMS_STATE_STOPPED, TODD_COMMS_OK, {});
     }
@@ -503,8 +522,14 @@ class ZmqTransport : public todd::comms::sdk::Transport {
             es.max_held = s_.max_held;
             es.heartbeat_ms = s_.heartbeat_ms;
             es.heartbeat_timeout_ms = s_.heartbeat_timeout_ms;
-            engine_ = std::make_unique<Engine>(ctx_, es, host());
-            engine_->start();
+            evfd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+            if (evfd_ < 0)
+                throw Error(TODD_COMMS_E_INTERNAL,
+                            std::string("eventfd: ") + std::strerror(errno));
+            LocalClient *self = this;
+            engine_ = std::make_unique<Engine>(ctx_, es, host(), self);
+            engine_->bind();
+            return;
         }
         dealer_ = zmq_socket(ctx_, ZMQ_DEALER);
         if (dealer_ == nullptr)
@@ -523,21 +548,18 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                    static_cast<int>(s_.heartbeat_ms));
         setopt_int(dealer_, ZMQ_HEARTBEAT_TIMEOUT,
                    static_cast<int>(s_.heartbeat_timeout_ms));
-        if (!s_.server) {
-            // Connection events let a reconnect be noticed at once.
-            const char *mon = "inproc://todd-zeromq-monitor";
-            if (zmq_socket_monitor(dealer_, mon,
-                                   ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
-                                       ZMQ_EVENT_DISCONNECTED) == 0) {
-                mon_ = zmq_socket(ctx_, ZMQ_PAIR);
-                if (mon_ != nullptr && zmq_connect(mon_, mon) != 0) {
-                    zmq_close(mon_);
-                    mon_ = nullptr;
-                }
+        // Connection events let a reconnect be noticed at once.
+        const char *mon = "inproc://todd-zeromq-monitor";
+        if (zmq_socket_monitor(dealer_, mon,
+                               ZMQ_EVENT_HANDSHAKE_SUCCEEDED |
+                                   ZMQ_EVENT_DISCONNECTED) == 0) {
+            mon_ = zmq_socket(ctx_, ZMQ_PAIR);
+            if (mon_ != nullptr && zmq_connect(mon_, mon) != 0) {
+                zmq_close(mon_);
+                mon_ = nullptr;
             }
         }
-        const char *target = s_.server ? kInprocEndpoint : s_.endpoint.c_str();
-        if (zmq_connect(dealer_, target) != 0)
+        if (zmq_connect(dealer_, s_.endpoint.c_str()) != 0)
             throw Error(TODD_COMMS_E_CONFIG, "cannot use endpoint '" +
                                                  s_.endpoint +
                                                  "': " + zmq_strerror(errno));
@@ -574,11 +596,22 @@ class ZmqTransport : public todd::comms::sdk::Transport {
 
     // ---- I/O thread -----------------------------------------------------
 
+    /** Send one message to the engine: over the DEALER, or a direct call
+     *  on the engine thread for the server's own client. */
+    int link_send(const std::string_view *f, size_t n)
+    {
+        if (engine_) {
+            engine_->local_send(Msgv{f, n});
+            return 0;
+        }
+        return send_frames(dealer_, f, n);
+    }
+
     /** Send now, or queue behind earlier messages the socket refused. */
     void send_or_queue(const std::string_view *f, size_t n)
     {
         if (sendq_.empty()) {
-            int e = send_frames(dealer_, f, n);
+            int e = link_send(f, n);
             if (e == 0)
                 return;
             if (e != EAGAIN) {
@@ -598,7 +631,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
             size_t n = std::min(m.size(), Frames::kMax);
             for (size_t i = 0; i < n; ++i)
                 f[i] = m[i];
-            int e = send_frames(dealer_, f, n);
+            int e = link_send(f, n);
             if (e == EAGAIN)
                 return;
             sendq_.pop_front();
@@ -630,7 +663,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
         char b[8];
         put_u64(b, session_.load());
         std::string_view f[2] = {kHello, std::string_view(b, 8)};
-        send_frames(dealer_, f, 2); // EAGAIN: not connected, retried later
+        link_send(f, 2); // EAGAIN: not connected, retried later
     }
 
     void lost(const std::string &why)
@@ -706,7 +739,18 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                      s_.server ? "engine on " + s_.endpoint : s_.endpoint);
     }
 
-    void on_message(Frames &in)
+    void on_engine_message(const Msgv &m) override { on_message(m); }
+    int wake_fd() const override { return evfd_; }
+    void on_wake() override
+    {
+        uint64_t v;
+        ssize_t r = ::read(evfd_, &v, sizeof v);
+        (void)r;
+        bool stop = false;
+        process_commands(stop);
+    }
+
+    void on_message(const Msgv &in)
     {
         size_t n = in.count();
         if (n == 0 || n > Frames::kMax)
@@ -786,12 +830,70 @@ class ZmqTransport : public todd::comms::sdk::Transport {
             lost("lost the connection to the engine at " + s_.endpoint);
     }
 
+    /** Hand the callers' commands and the workers' acks to the engine. */
+    void process_commands(bool &stop)
+    {
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            cmds_io_.swap(cmds_);
+            acks_io_.swap(acks_);
+            signalled_ = false;
+        }
+        // Acks before commands: an UNSUB must follow its acks_io_.
+        if (!acks_io_.empty()) {
+            ackbuf_.clear();
+            uint64_t cur = session_.load();
+            for (auto &a : acks_io_) {
+                if (a.session != cur)
+                    continue;
+                char r[9];
+                put_u64(r, a.tag);
+                r[8] = static_cast<char>(a.verdict);
+                ackbuf_.append(r, 9);
+            }
+            acks_io_.clear();
+            if (!ackbuf_.empty() && welcomed_) {
+                std::string_view f[2] = {kAck, ackbuf_};
+                send_or_queue(f, 2);
+            }
+        }
+        for (auto &c : cmds_io_) {
+            switch (c.kind) {
+            case Cmd::Pub: {
+                OutPub p{c.id, c.ttl, std::move(c.dest), std::move(c.ctype),
+                         std::move(c.payload)};
+                if (welcomed_) {
+                    inflight_.push_back(std::move(p));
+                    send_pub(inflight_.back());
+                } else {
+                    outbox_.push_back(std::move(p));
+                }
+                break;
+            }
+            case Cmd::Subscribe:
+                io_subs_[c.id] = c.sub;
+                if (welcomed_)
+                    send_sub(*c.sub);
+                break;
+            case Cmd::Unsubscribe:
+                io_subs_.erase(c.id);
+                if (welcomed_) {
+                    char b[8];
+                    put_u64(b, c.id);
+                    std::string_view f[2] = {kUnsub, std::string_view(b, 8)};
+                    send_or_queue(f, 2);
+                }
+                break;
+            case Cmd::Stop: stop = true; break;
+            }
+        }
+        cmds_io_.clear();
+    }
+
     void io_run()
     {
         Frames in;
-        std::vector<Cmd> cmds;
-        std::vector<AckRec> acks;
-        std::string ackbuf;
+        std::string_view buf[Frames::kMax];
         zmq_pollitem_t items[3] = {{dealer_, 0, ZMQ_POLLIN, 0},
                                    {nullptr, evfd_, ZMQ_POLLIN, 0},
                                    {mon_, 0, ZMQ_POLLIN, 0}};
@@ -820,68 +922,13 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                 ssize_t r = ::read(evfd_, &v, sizeof v);
                 (void)r;
             }
-            {
-                std::lock_guard<std::mutex> lk(mu_);
-                cmds.swap(cmds_);
-                acks.swap(acks_);
-                signalled_ = false;
-            }
-            // Acks before commands: an UNSUB must follow its acks.
-            if (!acks.empty()) {
-                ackbuf.clear();
-                uint64_t cur = session_.load();
-                for (auto &a : acks) {
-                    if (a.session != cur)
-                        continue;
-                    char r[9];
-                    put_u64(r, a.tag);
-                    r[8] = static_cast<char>(a.verdict);
-                    ackbuf.append(r, 9);
-                }
-                acks.clear();
-                if (!ackbuf.empty() && welcomed_) {
-                    std::string_view f[2] = {kAck, ackbuf};
-                    send_or_queue(f, 2);
-                }
-            }
-            for (auto &c : cmds) {
-                switch (c.kind) {
-                case Cmd::Pub: {
-                    OutPub p{c.id, c.ttl, std::move(c.dest), std::move(c.ctype),
-                             std::move(c.payload)};
-                    if (welcomed_) {
-                        inflight_.push_back(std::move(p));
-                        send_pub(inflight_.back());
-                    } else {
-                        outbox_.push_back(std::move(p));
-                    }
-                    break;
-                }
-                case Cmd::Subscribe:
-                    io_subs_[c.id] = c.sub;
-                    if (welcomed_)
-                        send_sub(*c.sub);
-                    break;
-                case Cmd::Unsubscribe:
-                    io_subs_.erase(c.id);
-                    if (welcomed_) {
-                        char b[8];
-                        put_u64(b, c.id);
-                        std::string_view f[2] = {kUnsub,
-                                                 std::string_view(b, 8)};
-                        send_or_queue(f, 2);
-                    }
-                    break;
-                case Cmd::Stop: stop = true; break;
-                }
-            }
-            cmds.clear();
+            process_commands(stop);
             if (!sendq_.empty())
                 flush_sendq();
             for (int i = 0; i < 4096; ++i) {
                 if (!in.recv(dealer_, ZMQ_DONTWAIT))
                     break;
-                on_message(in);
+                on_message(views(in, buf));
             }
             while (mon_ != nullptr && in.recv(mon_, ZMQ_DONTWAIT))
                 on_monitor(in);
@@ -893,7 +940,7 @@ class ZmqTransport : public todd::comms::sdk::Transport {
                 } else if (now - last_hb_ >= s_.heartbeat_ms) {
                     last_hb_ = now;
                     std::string_view f[1] = {kHeartbeat};
-                    send_frames(dealer_, f, 1);
+                    link_send(f, 1);
                 }
             } else {
                 if (now - last_hello_ >= s_.heartbeat_ms)
@@ -910,8 +957,14 @@ class ZmqTransport : public todd::comms::sdk::Transport {
         }
         if (welcomed_) {
             std::string_view f[1] = {kBye};
-            send_frames(dealer_, f, 1);
+            link_send(f, 1);
         }
+        fail_pending();
+    }
+
+    /** No engine any more: wake every waiting publisher. */
+    void fail_pending()
+    {
         std::lock_guard<std::mutex> lk(mu_);
         io_done_ = true;
         for (auto &kv : pending_) {
@@ -958,6 +1011,9 @@ class ZmqTransport : public todd::comms::sdk::Transport {
     std::deque<OutPub> inflight_; // sent, not yet confirmed, in seq order
     std::deque<OutPub> outbox_;   // waiting for a connection
     std::deque<std::vector<std::string>> sendq_;
+    std::vector<Cmd> cmds_io_;
+    std::vector<AckRec> acks_io_;
+    std::string ackbuf_;
     bool welcomed_ = false;
     bool failed_reported_ = false;
     uint64_t engine_epoch_ = 0;

@@ -296,3 +296,21 @@ TEST(AgentData, CompactsLikeGo)
     EXPECT_EQ(agent::encode_test_data({{"b", "{}"}, {"a", "{\"x\":1}"}}),
               "{\"a\":{\"x\":1},\"b\":{}}");
 }
+
+TEST(AgentLoopback, UndeletedDataDroppedAfterGiveUp)
+{
+    AgentHarness h(loopback, [](agent::AgentConfig &c) {
+        c.resend_initial = 50ms;
+        c.resend_max = 50ms;
+        c.resend_give_up = 300ms;
+    });
+    h.publish_task(install("giveup-1", "ping", {}));
+    h.publish_task(execute("giveup-1", 5));
+    auto data = h.responses.wait_for(
+        [&](const std::string &p) { return is_data(p, h.uuid(), "giveup-1"); });
+    ASSERT_TRUE(data);
+    EXPECT_EQ(
+        std::get<msg::TestDataResponse>(msg::decode_response(*data)).test_data,
+        "{}"); // no targets
+    EXPECT_TRUE(eventually([&] { return !h.agent->has_test_run("giveup-1"); }));
+}

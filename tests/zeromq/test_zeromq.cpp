@@ -7,6 +7,7 @@
 #include <todd/core/transport.hpp>
 
 #include <gtest/gtest.h>
+#include <zmq.h>
 
 #include <netinet/in.h>
 #include <poll.h>
@@ -520,10 +521,10 @@ TEST(ZeroMqLifecycle, SecondServerOnTheSameEndpointIsRefused)
 TEST(ZeroMqLifecycle, NoServerPublishTimesOutWithAClearError)
 {
     std::string ep = "tcp://127.0.0.1:" + std::to_string(free_port());
+    States states; // outlives the transport, which reports STOPPED to it
     auto a = Transport::create(
         zeromq(),
         {{"role", "agent"}, {"endpoint", ep}, {"publish_timeout_ms", "300"}});
-    States states;
     states.attach(*a);
     a->start();
     try {
@@ -671,8 +672,47 @@ TEST_F(ZeroMq, KilledConsumersUnackedMessagesGoToAnother)
     EXPECT_EQ(got, (std::set<std::string>{"m0", "m1", "m2"}));
 }
 
+TEST_F(ZeroMq, MalformedCommandsAreDroppedNotFatal)
+{
+    // A raw DEALER (not the plugin) sends garbage to the engine.
+    void *ctx = zmq_ctx_new();
+    void *d = zmq_socket(ctx, ZMQ_DEALER);
+    int zero = 0;
+    zmq_setsockopt(d, ZMQ_LINGER, &zero, sizeof zero);
+    ASSERT_EQ(zmq_connect(d, endpoint_.c_str()), 0);
+    auto send = [&](std::vector<std::string> frames) {
+        for (size_t i = 0; i < frames.size(); ++i)
+            zmq_send(d, frames[i].data(), frames[i].size(),
+                     i + 1 < frames.size() ? ZMQ_SNDMORE : 0);
+    };
+    send({"HELLO"});                             // no session
+    send({"HELLO", std::string(8, '\x01')});     // a real peer from now on
+    send({"PUB", "short", "q", "t", "p"});       // header too short
+    send({"PUB"});                               // no frames at all
+    send({"SUB", std::string(12, '\0'), ""});    // empty destination
+    send({"ACK", std::string(10, '\xff')});      // not n x 9 bytes
+    send({"UNSUB", "x"});                        // wrong size
+    send({"NOPE", "x", "y"});                    // unknown command
+    send(std::vector<std::string>(20, "frame")); // too many frames
+    send({""});                                  // empty command
+    // The engine still serves real instances.
+    auto a = agent();
+    const std::string q = queue("after-garbage");
+    Inbox in;
+    auto s = server_->subscribe(q, in.handler());
+    a->publish(q, "still alive");
+    ASSERT_TRUE(in.wait_for(1));
+    // Read what the engine answered (WELCOME, WHO...) before closing.
+    char buf[64];
+    while (zmq_recv(d, buf, sizeof buf, ZMQ_DONTWAIT) >= 0)
+        ;
+    zmq_close(d);
+    zmq_ctx_term(ctx);
+}
+
 TEST_F(ZeroMq, LifecycleRules)
 {
+    States st;
     auto t = agent({}, false);
     try {
         t->publish("q", "before start");
@@ -680,7 +720,6 @@ TEST_F(ZeroMq, LifecycleRules)
     } catch (const CommsError &e) {
         EXPECT_EQ(e.status(), TODD_COMMS_E_STATE);
     }
-    States st;
     st.attach(*t);
     t->start();
     EXPECT_TRUE(st.wait(LinkState::connected));

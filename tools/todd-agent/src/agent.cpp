@@ -8,6 +8,7 @@
 #include <rapidjson/document.h>
 #include <rapidjson/error/en.h>
 
+#include <algorithm>
 #include <filesystem>
 #include <sstream>
 #include <stdexcept>
@@ -147,6 +148,7 @@ struct Agent::TestRunState {
     std::optional<std::string> data; // TestData JSON, until deleted
     EventLoop::TimerId resend_timer = 0;
     std::chrono::milliseconds backoff{0};
+    EventLoop::Clock::time_point data_since{};
 };
 
 struct Agent::Watcher {
@@ -191,13 +193,14 @@ void Agent::start()
     log::info(log_component, "agent " + config_.uuid + " starting (address " +
                                  config_.default_addr + ", assets in " +
                                  config_.opt_dir + "/assets)");
-    loop_thread_ = std::thread([this] { loop_.run(); });
-    // Hash and collect facts before the first advert, on the control thread.
-    loop_.post([this] {
-        refresh_assets();
-        advertise();
-        schedule_advert();
-    });
+    // Listen first: a server answers the first advert with tasks.
+    comms_->start();
+    task_sub_ =
+        comms_->listen_for_tasks(config_.uuid, [this](const msg::Task &t) {
+            return on_task(t, "own queue");
+        });
+    comms_->watch_for_group(
+        [this](const msg::Task &t) { return on_task(t, "group queue"); });
     watcher_ = std::make_unique<Watcher>();
     try {
         watcher_->dirs.start({config_.opt_dir + "/assets/factcollectors",
@@ -207,13 +210,13 @@ void Agent::start()
         log::warn(log_component,
                   std::string("asset directories not watched: ") + e.what());
     }
-    comms_->start();
-    task_sub_ =
-        comms_->listen_for_tasks(config_.uuid, [this](const msg::Task &t) {
-            return on_task(t, "own queue");
-        });
-    comms_->watch_for_group(
-        [this](const msg::Task &t) { return on_task(t, "group queue"); });
+    loop_thread_ = std::thread([this] { loop_.run(); });
+    // Hash and collect facts before the first advert, on the control thread.
+    loop_.post([this] {
+        refresh_assets();
+        advertise();
+        schedule_advert();
+    });
 }
 
 void Agent::stop()
@@ -535,8 +538,9 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
                 ProcessSpec spec;
                 // args travels as ONE argument, even when empty (as Go).
                 spec.argv = {st->testlet_path, run.targets[i], run.args};
-                spec.timeout =
-                    std::chrono::seconds(std::max<int64_t>(t.time_limit, 0));
+                // Clamped to a week: the deadline must not overflow.
+                spec.timeout = std::chrono::seconds(
+                    std::clamp<int64_t>(t.time_limit, 0, 7 * 86400));
                 spec.log_component = "testlet:" + run.testlet;
                 spec.groups = &processes_;
                 results[i] = run_process(spec);
@@ -608,6 +612,7 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
         }
         st->data = data;
         st->backoff = config_.resend_initial;
+        st->data_since = EventLoop::Clock::now();
     }
     std::string id = t.test_uuid;
     loop_.post([this, id] { send_data(id); });
@@ -639,6 +644,15 @@ void Agent::send_data(const std::string &test_uuid)
     std::lock_guard lk(mu_);
     if (runs_.count(test_uuid) == 0 || runs_[test_uuid] != st)
         return;
+    if (EventLoop::Clock::now() - st->data_since > config_.resend_give_up) {
+        // The server's test run has expired by now (Go keeps it 3000 s).
+        log::warn(log_component,
+                  "test run " + test_uuid + ": no DeleteTestData after " +
+                      std::to_string(config_.resend_give_up.count() / 1000) +
+                      " s; data dropped");
+        runs_.erase(test_uuid);
+        return;
+    }
     auto delay = st->backoff;
     st->backoff = std::min(st->backoff * 2, config_.resend_max);
     st->resend_timer =

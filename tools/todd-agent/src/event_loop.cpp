@@ -56,7 +56,9 @@ void EventLoop::run()
             fn = std::move(it->second);
             timer_fns_.erase(it);
         } else if (!timers_.empty()) {
-            cv_.wait_until(lk, timers_.begin()->first);
+            // A copy: the node may be freed (cancel, stop) during the wait.
+            const Clock::time_point next = timers_.begin()->first;
+            cv_.wait_until(lk, next);
             continue;
         } else {
             cv_.wait(lk);

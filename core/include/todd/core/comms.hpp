@@ -43,7 +43,8 @@ using ResponseHandler = std::function<Verdict(const msg::Response &)>;
 class Comms {
   public:
     /** Take a created (not necessarily started) transport. */
-    explicit Comms(std::unique_ptr<Transport> transport, SendPolicy policy = {});
+    explicit Comms(std::unique_ptr<Transport> transport,
+                   SendPolicy policy = {});
     ~Comms(); // stops the transport
 
     /** Start the transport (returns at once; connection in background). */

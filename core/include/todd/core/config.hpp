@@ -51,8 +51,8 @@ std::string default_comms_plugin();
 struct CommsSelection {
     std::string plugin_name;              // chosen transport
     std::vector<std::string> plugin_dirs; // --plugin-dir, in order
-    Options options;                      // plugin keys: config [Comms] then --comms-opt
-    std::string config_path;              // --config, may be empty
+    Options options;         // plugin keys: config [Comms] then --comms-opt
+    std::string config_path; // --config, may be empty
     /** "server" or "agent": given to a plugin that declares a key named
      *  "role" (e.g. the embedded transport binds as server, connects as
      *  agent) unless the user set it. */

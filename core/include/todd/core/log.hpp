@@ -23,14 +23,24 @@ Level parse_level(std::string_view text);
 void write(Level level, std::string_view component, std::string_view message);
 
 /** Receives every line that passes the level filter, instead of stderr. */
-using Sink = std::function<void(Level, std::string_view component, std::string_view message)>;
+using Sink = std::function<void(Level, std::string_view component,
+                                std::string_view message)>;
 /** Install a sink (empty = stderr again); returns the previous one. Used by
  *  tests and tools that capture log lines. */
 Sink set_sink(Sink sink);
 
-inline void error(std::string_view c, std::string_view m) { write(Level::error, c, m); }
-inline void warn(std::string_view c, std::string_view m) { write(Level::warn, c, m); }
-inline void info(std::string_view c, std::string_view m) { write(Level::info, c, m); }
+inline void error(std::string_view c, std::string_view m)
+{
+    write(Level::error, c, m);
+}
+inline void warn(std::string_view c, std::string_view m)
+{
+    write(Level::warn, c, m);
+}
+inline void info(std::string_view c, std::string_view m)
+{
+    write(Level::info, c, m);
+}
 inline void debug(std::string_view c, std::string_view m)
 {
     if (enabled(Level::debug))

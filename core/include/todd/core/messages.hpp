@@ -35,13 +35,13 @@ using Hashes = std::map<std::string, std::string>; // file name -> sha256 hex
 
 /** Agent advertisement, queue "agentadvert". */
 struct AgentAdvert {
-    std::string uuid;                 // "Uuid"
-    std::string default_addr;         // "DefaultAddr"
-    int64_t expires_ns = 0;           // "Expires", integer nanoseconds
-    Time local_time{};                // "LocalTime"
-    std::optional<Facts> facts;       // "Facts"; nullopt encodes as null
-    Hashes fact_collectors;           // "FactCollectors"
-    Hashes testlets;                  // "Testlets"
+    std::string uuid;           // "Uuid"
+    std::string default_addr;   // "DefaultAddr"
+    int64_t expires_ns = 0;     // "Expires", integer nanoseconds
+    Time local_time{};          // "LocalTime"
+    std::optional<Facts> facts; // "Facts"; nullopt encodes as null
+    Hashes fact_collectors;     // "FactCollectors"
+    Hashes testlets;            // "Testlets"
     bool operator==(const AgentAdvert &) const = default;
 };
 
@@ -50,12 +50,12 @@ struct TestRun {
     std::string uuid;
     std::vector<std::string> targets; // empty encodes as null, as Go
     std::string testlet;
-    std::string args;                 // one string, not split
+    std::string args; // one string, not split
     bool operator==(const TestRun &) const = default;
 };
 
 struct DownloadAssetTask {
-    std::vector<std::string> assets;  // URLs
+    std::vector<std::string> assets; // URLs
     bool operator==(const DownloadAssetTask &) const = default;
 };
 struct KeyValueTask {
@@ -75,18 +75,18 @@ struct InstallTestRunTask {
 };
 struct ExecuteTestRunTask {
     std::string test_uuid;
-    int64_t time_limit = 0;           // seconds
+    int64_t time_limit = 0; // seconds
     bool operator==(const ExecuteTestRunTask &) const = default;
 };
 struct DeleteTestDataTask {
-    std::string test_uuid;            // travels as "key"
+    std::string test_uuid; // travels as "key"
     bool operator==(const DeleteTestDataTask &) const = default;
 };
 
 /** Server -> agent task, queue "<agent uuid>" (or a group queue). */
-using Task = std::variant<DownloadAssetTask, KeyValueTask, SetGroupTask,
-                          InstallTestRunTask, ExecuteTestRunTask,
-                          DeleteTestDataTask>;
+using Task =
+    std::variant<DownloadAssetTask, KeyValueTask, SetGroupTask,
+                 InstallTestRunTask, ExecuteTestRunTask, DeleteTestDataTask>;
 
 /** Status words of AgentStatus. */
 inline constexpr std::string_view status_init = "init";

@@ -65,7 +65,8 @@ class Plugin {
  * (colon-separated; ignored when the process is setuid or setgid), then the
  * compiled-in install directory.
  */
-std::vector<std::string> plugin_search_path(const std::vector<std::string> &cli_dirs);
+std::vector<std::string>
+plugin_search_path(const std::vector<std::string> &cli_dirs);
 
 /** The compiled-in install directory of plugins. */
 std::string default_plugin_dir();

@@ -83,7 +83,9 @@ class Subscription {
 
   private:
     friend class Transport;
-    Subscription(Transport *t, uint64_t cookie) : transport_(t), cookie_(cookie) {}
+    Subscription(Transport *t, uint64_t cookie) : transport_(t), cookie_(cookie)
+    {
+    }
     Transport *transport_ = nullptr;
     uint64_t cookie_ = 0;
 };
@@ -92,8 +94,8 @@ class Subscription {
 class Transport {
   public:
     /** Create an instance; options are validated first. Throws CommsError. */
-    static std::unique_ptr<Transport> create(std::shared_ptr<const Plugin> plugin,
-                                             const Options &options);
+    static std::unique_ptr<Transport>
+    create(std::shared_ptr<const Plugin> plugin, const Options &options);
     ~Transport(); // stops and destroys the instance
 
     Transport(const Transport &) = delete;
@@ -109,13 +111,14 @@ class Transport {
                  const PublishOptions &opts = {});
 
     /** Publish many and wait for all; returns each one's status. */
-    std::vector<int32_t> publish_batch(const std::vector<std::pair<std::string, std::string>> &messages,
-                                       const PublishOptions &opts = {});
+    std::vector<int32_t> publish_batch(
+        const std::vector<std::pair<std::string, std::string>> &messages,
+        const PublishOptions &opts = {});
 
     /** Deliver a destination's messages to handler until the Subscription
      *  ends. Handler exceptions count as Verdict::requeue and are logged. */
-    Subscription subscribe(const std::string &destination, DeliveryHandler handler,
-                           uint32_t prefetch = 0);
+    Subscription subscribe(const std::string &destination,
+                           DeliveryHandler handler, uint32_t prefetch = 0);
 
     /** Called on every connection state change (from plugin threads). */
     void on_state(StateHandler handler);

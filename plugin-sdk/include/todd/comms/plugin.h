@@ -3,11 +3,11 @@
  * ToDD comms plugin ABI, major version 1.
  *
  * A transport plugin is a shared object named libtodd-comms-<name>.so that
- * exports exactly one symbol per ABI major it serves: todd_comms_plugin_entry_v1.
- * The host calls the entry, checks the returned descriptor, then creates
- * instances through the descriptor's function table. ToDD's own semantics
- * (adverts, tasks, responses, groups) live in the host; a plugin only moves
- * opaque bytes between named destinations.
+ * exports exactly one symbol per ABI major it serves:
+ * todd_comms_plugin_entry_v1. The host calls the entry, checks the returned
+ * descriptor, then creates instances through the descriptor's function table.
+ * ToDD's own semantics (adverts, tasks, responses, groups) live in the host; a
+ * plugin only moves opaque bytes between named destinations.
  *
  * The contract in one page (docs/plugin-abi.md numbers each rule and says
  * what the host does when it is broken):
@@ -148,22 +148,30 @@ static inline const char *todd_comms_status_str(todd_comms_status s)
 #define TODD_COMMS_STATE_CONNECTING 1   /**< first attempt in progress */
 #define TODD_COMMS_STATE_CONNECTED 2    /**< usable */
 #define TODD_COMMS_STATE_RECONNECTING 3 /**< lost, retrying with backoff */
-#define TODD_COMMS_STATE_FAILED 4       /**< an error the plugin reports, still retrying unless stopped */
-#define TODD_COMMS_STATE_STOPPED 5      /**< stop completed */
+#define TODD_COMMS_STATE_FAILED                                                \
+    4 /**< an error the plugin reports, still retrying unless stopped */
+#define TODD_COMMS_STATE_STOPPED 5 /**< stop completed */
 
 /** The host's verdict on a delivered message, returned by host->deliver. */
 #define TODD_COMMS_VERDICT_ACK 0     /**< processed: forget it */
-#define TODD_COMMS_VERDICT_REQUEUE 1 /**< not processed: deliver again later */
+#define TODD_COMMS_VERDICT_REQUEUE 1 /**< not processed: deliver again later   \
+                                      */
 #define TODD_COMMS_VERDICT_REJECT 2  /**< poison: drop it, never redeliver */
 
 /** Capability flags in todd_comms_plugin_descriptor.capabilities. */
-#define TODD_COMMS_CAP_ACK (1ull << 0)      /**< requeue/reject are honoured (at-least-once) */
-#define TODD_COMMS_CAP_TTL (1ull << 1)      /**< publish time-to-live is honoured */
-#define TODD_COMMS_CAP_CONFIRMS (1ull << 2) /**< publish returns after the service stored the message */
-#define TODD_COMMS_CAP_DURABLE (1ull << 3)  /**< messages can survive a service restart */
-#define TODD_COMMS_CAP_REMOTE (1ull << 4)   /**< peers may be other processes or machines */
-#define TODD_COMMS_CAP_TLS (1ull << 5)      /**< can encrypt and authenticate the link */
-#define TODD_COMMS_CAP_BATCH (1ull << 6)    /**< publish_batch is implemented */
+#define TODD_COMMS_CAP_ACK                                                     \
+    (1ull << 0) /**< requeue/reject are honoured (at-least-once) */
+#define TODD_COMMS_CAP_TTL (1ull << 1) /**< publish time-to-live is honoured   \
+                                        */
+#define TODD_COMMS_CAP_CONFIRMS                                                \
+    (1ull << 2) /**< publish returns after the service stored the message */
+#define TODD_COMMS_CAP_DURABLE                                                 \
+    (1ull << 3) /**< messages can survive a service restart */
+#define TODD_COMMS_CAP_REMOTE                                                  \
+    (1ull << 4) /**< peers may be other processes or machines */
+#define TODD_COMMS_CAP_TLS                                                     \
+    (1ull << 5) /**< can encrypt and authenticate the link */
+#define TODD_COMMS_CAP_BATCH (1ull << 6) /**< publish_batch is implemented */
 
 /** Flags of a delivered message. */
 #define TODD_COMMS_MSG_REDELIVERED (1u << 0) /**< may have been seen before */
@@ -235,17 +243,18 @@ typedef struct todd_comms_outgoing {
 /** Options of one subscription; NULL means all defaults. */
 typedef struct todd_comms_subscribe_opts {
     uint32_t struct_size;
-    uint32_t flags;    /**< reserved, 0 */
-    uint32_t prefetch; /**< unsettled deliveries in flight, 0 = plugin default */
+    uint32_t flags; /**< reserved, 0 */
+    uint32_t
+        prefetch; /**< unsettled deliveries in flight, 0 = plugin default */
     uint32_t reserved;
 } todd_comms_subscribe_opts;
 
 /** A delivered message, borrowed for the duration of host->deliver. */
 typedef struct todd_comms_message {
     uint32_t struct_size;
-    uint32_t flags;           /**< TODD_COMMS_MSG_* */
-    const char *destination;  /**< where it was published */
-    const uint8_t *payload;   /**< not NUL-terminated */
+    uint32_t flags;          /**< TODD_COMMS_MSG_* */
+    const char *destination; /**< where it was published */
+    const uint8_t *payload;  /**< not NUL-terminated */
     uint64_t payload_len;
     const char *content_type; /**< may be NULL */
 } todd_comms_message;
@@ -328,9 +337,9 @@ typedef todd_comms_status (*todd_comms_unsubscribe_fn)(
 
 /** The plugin's static description and function table. */
 typedef struct todd_comms_plugin_descriptor {
-    uint32_t struct_size; /**< sizeof as the plugin was compiled */
-    uint32_t abi_major;   /**< TODD_COMMS_ABI_MAJOR compiled against */
-    uint32_t abi_minor;   /**< TODD_COMMS_ABI_MINOR compiled against */
+    uint32_t struct_size;        /**< sizeof as the plugin was compiled */
+    uint32_t abi_major;          /**< TODD_COMMS_ABI_MAJOR compiled against */
+    uint32_t abi_minor;          /**< TODD_COMMS_ABI_MINOR compiled against */
     uint32_t min_host_abi_minor; /**< oldest host minor it works with */
 
     const char *name;        /**< equals <name> in libtodd-comms-<name>.so */

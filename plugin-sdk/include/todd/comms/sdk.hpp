@@ -85,8 +85,8 @@ class Host {
     }
 
     /** Hand a message to the host; returns its TODD_COMMS_VERDICT_*. */
-    int32_t deliver(uint64_t cookie, const todd_comms_message &msg) const
-        noexcept
+    int32_t deliver(uint64_t cookie,
+                    const todd_comms_message &msg) const noexcept
     {
         return api_->deliver(ctx_, cookie, &msg);
     }
@@ -146,9 +146,9 @@ class Config {
         char *end = nullptr;
         long long v = std::strtoll(it->second.c_str(), &end, 10);
         if (errno != 0 || end == it->second.c_str() || *end != '\0')
-            throw Error(TODD_COMMS_E_CONFIG,
-                        "configuration key '" + key +
-                            "' is not an integer: '" + it->second + "'");
+            throw Error(TODD_COMMS_E_CONFIG, "configuration key '" + key +
+                                                 "' is not an integer: '" +
+                                                 it->second + "'");
         return v;
     }
 
@@ -164,8 +164,7 @@ class Config {
         if (v == "false" || v == "no" || v == "off" || v == "0")
             return false;
         throw Error(TODD_COMMS_E_CONFIG, "configuration key '" + key +
-                                             "' is not a boolean: '" + v +
-                                             "'");
+                                             "' is not a boolean: '" + v + "'");
     }
 
     /** Comma-separated list, items trimmed, empty items dropped. */
@@ -179,7 +178,8 @@ class Config {
         while (!s.empty()) {
             auto comma = s.find(',');
             std::string_view item = s.substr(0, comma);
-            while (!item.empty() && (item.front() == ' ' || item.front() == '\t'))
+            while (!item.empty() &&
+                   (item.front() == ' ' || item.front() == '\t'))
                 item.remove_prefix(1);
             while (!item.empty() && (item.back() == ' ' || item.back() == '\t'))
                 item.remove_suffix(1);
@@ -231,6 +231,14 @@ class Transport {
         todd_comms_status first = TODD_COMMS_OK;
         for (uint32_t i = 0; i < count; ++i) {
             statuses[i] = TODD_COMMS_OK;
+            // Same argument checks as the publish trampoline.
+            if (msgs[i].destination == nullptr ||
+                (msgs[i].payload == nullptr && msgs[i].payload_len != 0)) {
+                statuses[i] = TODD_COMMS_E_INVAL;
+                if (first == TODD_COMMS_OK)
+                    first = statuses[i];
+                continue;
+            }
             try {
                 publish(msgs[i].destination, msgs[i].payload,
                         msgs[i].payload_len, msgs[i].opts);
@@ -337,10 +345,9 @@ inline Box *box(todd_comms_instance *self) noexcept
 }
 
 template <class T>
-todd_comms_status create(const todd_comms_host_api *api,
-                         todd_comms_host_ctx *ctx,
-                         const todd_comms_config *config,
-                         todd_comms_instance **out) noexcept
+todd_comms_status
+create(const todd_comms_host_api *api, todd_comms_host_ctx *ctx,
+       const todd_comms_config *config, todd_comms_instance **out) noexcept
 {
     if (api == nullptr || out == nullptr || api->deliver == nullptr)
         return TODD_COMMS_E_INVAL;
@@ -404,7 +411,8 @@ inline todd_comms_status publish_batch(todd_comms_instance *self,
                                        uint32_t count,
                                        todd_comms_status *statuses) noexcept
 {
-    if (self == nullptr || (count != 0 && (msgs == nullptr || statuses == nullptr)))
+    if (self == nullptr ||
+        (count != 0 && (msgs == nullptr || statuses == nullptr)))
         return TODD_COMMS_E_INVAL;
     Box *b = box(self);
     todd_comms_status result = TODD_COMMS_OK;
@@ -414,9 +422,9 @@ inline todd_comms_status publish_batch(todd_comms_instance *self,
     return st != TODD_COMMS_OK ? st : result;
 }
 
-inline todd_comms_status subscribe(todd_comms_instance *self, const char *dest,
-                                   uint64_t cookie,
-                                   const todd_comms_subscribe_opts *opts) noexcept
+inline todd_comms_status
+subscribe(todd_comms_instance *self, const char *dest, uint64_t cookie,
+          const todd_comms_subscribe_opts *opts) noexcept
 {
     if (self == nullptr || dest == nullptr || *dest == '\0')
         return TODD_COMMS_E_INVAL;
@@ -445,45 +453,46 @@ inline todd_comms_status unsubscribe(todd_comms_instance *self,
  * todd_comms_config_key (use TODD_COMMS_NO_KEYS for none). Place once, at
  * namespace scope, in one source file.
  */
-#define TODD_COMMS_PLUGIN(CLASS, NAME, VERSION, LICENSE, DESCRIPTION, CAPS,     \
-                          KEYS)                                                 \
-    static_assert(std::is_base_of<::todd::comms::sdk::Transport, CLASS>::value, \
-                  "TODD_COMMS_PLUGIN: class must derive from "                  \
-                  "todd::comms::sdk::Transport");                               \
-    static_assert(::todd::comms::sdk::detail::valid_name(NAME),                 \
-                  "TODD_COMMS_PLUGIN: name must match [a-z0-9_-]+");            \
-    namespace {                                                                 \
-    const todd_comms_plugin_descriptor todd_comms_sdk_descriptor_ = {           \
-        sizeof(todd_comms_plugin_descriptor),                                   \
-        TODD_COMMS_ABI_MAJOR,                                                   \
-        TODD_COMMS_ABI_MINOR,                                                   \
-        TODD_COMMS_ABI_MINOR,                                                   \
-        NAME,                                                                   \
-        VERSION,                                                                \
-        DESCRIPTION,                                                            \
-        LICENSE,                                                                \
-        nullptr,                                                                \
-        (CAPS),                                                                 \
-        (KEYS),                                                                 \
-        static_cast<uint32_t>(sizeof(KEYS) / sizeof(todd_comms_config_key)) -   \
-            ::todd::comms::sdk::detail::no_keys_adjust(KEYS),                   \
-        0,                                                                      \
-        &::todd::comms::sdk::detail::create<CLASS>,                             \
-        &::todd::comms::sdk::detail::destroy,                                   \
-        &::todd::comms::sdk::detail::start,                                     \
-        &::todd::comms::sdk::detail::stop,                                      \
-        &::todd::comms::sdk::detail::publish,                                   \
-        &::todd::comms::sdk::detail::subscribe,                                 \
-        &::todd::comms::sdk::detail::unsubscribe,                               \
-        &::todd::comms::sdk::detail::publish_batch,                             \
-    };                                                                          \
-    }                                                                           \
-    extern "C" TODD_COMMS_EXPORT const todd_comms_plugin_descriptor *           \
-    todd_comms_plugin_entry_v1(const todd_comms_host_info *host)                \
-    {                                                                           \
-        if (host == nullptr || host->abi_major != TODD_COMMS_ABI_MAJOR)         \
-            return nullptr;                                                     \
-        return &todd_comms_sdk_descriptor_;                                     \
+#define TODD_COMMS_PLUGIN(CLASS, NAME, VERSION, LICENSE, DESCRIPTION, CAPS,    \
+                          KEYS)                                                \
+    static_assert(                                                             \
+        std::is_base_of<::todd::comms::sdk::Transport, CLASS>::value,          \
+        "TODD_COMMS_PLUGIN: class must derive from "                           \
+        "todd::comms::sdk::Transport");                                        \
+    static_assert(::todd::comms::sdk::detail::valid_name(NAME),                \
+                  "TODD_COMMS_PLUGIN: name must match [a-z0-9_-]+");           \
+    namespace {                                                                \
+    const todd_comms_plugin_descriptor todd_comms_sdk_descriptor_ = {          \
+        sizeof(todd_comms_plugin_descriptor),                                  \
+        TODD_COMMS_ABI_MAJOR,                                                  \
+        TODD_COMMS_ABI_MINOR,                                                  \
+        TODD_COMMS_ABI_MINOR,                                                  \
+        NAME,                                                                  \
+        VERSION,                                                               \
+        DESCRIPTION,                                                           \
+        LICENSE,                                                               \
+        nullptr,                                                               \
+        (CAPS),                                                                \
+        (KEYS),                                                                \
+        static_cast<uint32_t>(sizeof(KEYS) / sizeof(todd_comms_config_key)) -  \
+            ::todd::comms::sdk::detail::no_keys_adjust(KEYS),                  \
+        0,                                                                     \
+        &::todd::comms::sdk::detail::create<CLASS>,                            \
+        &::todd::comms::sdk::detail::destroy,                                  \
+        &::todd::comms::sdk::detail::start,                                    \
+        &::todd::comms::sdk::detail::stop,                                     \
+        &::todd::comms::sdk::detail::publish,                                  \
+        &::todd::comms::sdk::detail::subscribe,                                \
+        &::todd::comms::sdk::detail::unsubscribe,                              \
+        &::todd::comms::sdk::detail::publish_batch,                            \
+    };                                                                         \
+    }                                                                          \
+    extern "C" TODD_COMMS_EXPORT const todd_comms_plugin_descriptor *          \
+    todd_comms_plugin_entry_v1(const todd_comms_host_info *host)               \
+    {                                                                          \
+        if (host == nullptr || host->abi_major != TODD_COMMS_ABI_MAJOR)        \
+            return nullptr;                                                    \
+        return &todd_comms_sdk_descriptor_;                                    \
     }
 
 namespace todd::comms::sdk::detail {

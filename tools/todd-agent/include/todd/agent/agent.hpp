@@ -44,6 +44,9 @@ struct AgentConfig {
     /** TestData re-send backoff: first delay, doubling up to the cap. */
     std::chrono::milliseconds resend_initial{1000};
     std::chrono::milliseconds resend_max{30000};
+    /** Drop undeleted test data after this long (the Go server keeps a
+     *  test run 3000 s). */
+    std::chrono::milliseconds resend_give_up{3600 * 1000};
     /** Coalesce bursts of asset-directory events this long. */
     std::chrono::milliseconds asset_settle{100};
 };

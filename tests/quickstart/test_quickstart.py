@@ -1,0 +1,53 @@
+#!/usr/bin/env python3
+"""Run share/scripts/quickstart on free ports and check what it printed.
+
+Usage: test_quickstart.py QUICKSTART zeromq|rabbitmq
+"""
+import os
+import re
+import socket
+import subprocess
+import sys
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def main():
+    script, comms = sys.argv[1], sys.argv[2]
+    env = dict(os.environ)
+    for var in ("API", "STREAM", "ASSETS", "ZMQ", "AMQP", "DIST"):
+        env[f"TODD_QS_{var}_PORT"] = str(free_port())
+    proc = subprocess.run([script, "--comms", comms], env=env,
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                          stdin=subprocess.DEVNULL, text=True, timeout=220)
+    out = proc.stdout
+    print(out)
+    failures = []
+    if proc.returncode != 0:
+        failures.append(f"quickstart exited {proc.returncode}")
+    if "Done." not in out:
+        failures.append("no 'Done.' line")
+    # Result rows: <agent> <target> <metric> <value>
+    rows = re.findall(r"^([0-9a-f]{12})\s+127\.0\.0\.1\s+(\S+)\s+(\S+)$", out,
+                      re.MULTILINE)
+    agents = {a for a, metric, _ in rows if metric == "avg_latency_ms"}
+    if len(agents) != 3:
+        failures.append(f"expected ping results from 3 agents, got {len(agents)}")
+    for a, metric, value in rows:
+        if metric == "packet_loss" and float(value) != 0:
+            failures.append(f"agent {a}: packet loss {value} pinging 127.0.0.1")
+    leftovers = subprocess.run(["pgrep", "-f", "todd-quickstart"],
+                               stdout=subprocess.PIPE, text=True).stdout.split()
+    if leftovers:
+        failures.append(f"processes left running: {leftovers}")
+    for f in failures:
+        print("FAIL:", f)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
