@@ -208,15 +208,27 @@ void write_script(const std::string &path, const std::string &text)
 
 std::unique_ptr<agent::Agent> make_agent(const TransportFactory &tf,
                                          const std::string &root, int n,
-                                         agent::AgentConfig *tweak)
+                                         agent::AgentConfig *tweak,
+                                         const std::string &hostname)
 {
     agent::AgentConfig c = tweak ? *tweak : agent::AgentConfig{};
     std::string dir = root + "/agent-" + std::to_string(n);
     c.state_dir = dir + "/state";
     c.opt_dir = dir + "/opt";
     c.default_addr = "127.0.0.1";
-    c.builtin_factcollector_dir =
-        std::string(TODD_SOURCE_ROOT) + "/share/factcollectors";
+    // The source tree's directory also holds meson.build: copy only the
+    // collectors, as an installation would have them.
+    c.builtin_factcollector_dir = dir + "/builtin-factcollectors";
+    fs::create_directories(c.builtin_factcollector_dir);
+    for (const char *fc : {"get_hostname", "get_addresses"})
+        fs::copy_file(std::string(TODD_SOURCE_ROOT) + "/share/factcollectors/" +
+                          fc,
+                      c.builtin_factcollector_dir + "/" + fc,
+                      fs::copy_options::overwrite_existing);
+    if (!hostname.empty())
+        write_script(c.builtin_factcollector_dir + "/get_hostname",
+                     "#!/bin/sh\necho '{\"Hostname\":[\"" + hostname +
+                         "\"]}'\n");
     c.search_path_for_toddping = false;
     fs::create_directories(c.state_dir);
     fs::create_directories(c.opt_dir);

@@ -85,9 +85,11 @@ void install_server_testlet(const std::string &opt_dir,
 void write_script(const std::string &path, const std::string &text);
 
 /** A real agent with its own directories under root/agent-<n>. */
+/** hostname: when set, its get_hostname collector reports this name. */
 std::unique_ptr<agent::Agent> make_agent(const TransportFactory &tf,
                                          const std::string &root, int n,
-                                         agent::AgentConfig *tweak = nullptr);
+                                         agent::AgentConfig *tweak = nullptr,
+                                         const std::string &hostname = "");
 
 /** JSON bodies as ToDD's CLI sends them. */
 std::string group_json(const std::string &label, const std::string &subnet);

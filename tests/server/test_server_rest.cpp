@@ -5,6 +5,7 @@
 #include "server_test_util.hpp"
 
 #include <todd/core/config.hpp>
+#include <todd_build_config.h>
 
 #include <gtest/gtest.h>
 
@@ -296,6 +297,16 @@ OptDir = /opt/todd/server
             << e.what();
         EXPECT_NE(std::string(e.what()).find("prt"), std::string::npos);
     }
+    // The shipped example.
+    notes.clear();
+    auto shipped = server::load_server_config(
+        core::parse_ini_file(std::string(TODD_SOURCE_ROOT) +
+                             "/share/server/server.cfg"),
+        &notes);
+    EXPECT_EQ(shipped.api_host, "127.0.0.1");
+    EXPECT_EQ(shipped.assets_port, 8090);
+    EXPECT_EQ(notes.size(), 3u);
+
     EXPECT_THROW(server::load_server_config(core::parse_ini("[Nope]\nx=1\n")),
                  core::ConfigError);
     EXPECT_THROW(

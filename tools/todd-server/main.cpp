@@ -4,6 +4,7 @@
 
 #include <todd/core/config.hpp>
 #include <todd/core/log.hpp>
+#include <todd/core/plugin_registry.hpp>
 #include <todd_build_config.h>
 
 #include <boost/program_options.hpp>
@@ -31,6 +32,15 @@ int main(int argc, char **argv)
         po::notify(vm);
         if (vm.count("help")) {
             std::cout << "Usage: todd-server [options]\n\n" << desc << "\n";
+            if (vm.count("comms")) {
+                // The chosen plugin's own keys ([Comms] / --comms-opt).
+                std::vector<std::string> dirs;
+                if (vm.count("plugin-dir"))
+                    dirs = vm["plugin-dir"].as<std::vector<std::string>>();
+                auto p = core::PluginRegistry(core::plugin_search_path(dirs))
+                             .load(vm["comms"].as<std::string>());
+                std::cout << core::describe_keys(p->info());
+            }
             return 0;
         }
         if (vm.count("version")) {
@@ -79,6 +89,9 @@ int main(int argc, char **argv)
     } catch (const po::error &e) {
         std::cerr << "todd-server: " << e.what() << "\n"
                   << "Try 'todd-server --help'.\n";
+        return 2;
+    } catch (const core::ConfigError &e) {
+        std::cerr << "todd-server: " << e.what() << "\n";
         return 2;
     } catch (const std::exception &e) {
         std::cerr << "todd-server: error: " << e.what() << "\n";

@@ -570,6 +570,11 @@ struct Server::Impl {
 
     void finish(const std::shared_ptr<Run> &run)
     {
+        // Whoever was never executed (e.g. targets once every source failed)
+        // did not succeed either.
+        for (auto &[id, p] : run->parts)
+            if (!p.failed && p.status != msg::status_finished)
+                fail_part(*run, id, "not run: no source agent was left");
         run->phase = Run::Phase::done;
         run->timer.cancel();
         run->ended = steady::now();
@@ -1237,8 +1242,10 @@ struct Server::Impl {
             stream_acceptor->close(ec);
             for (auto &[id, a] : agents)
                 a.timer->cancel();
-            for (auto &[id, r] : runs)
+            for (auto &[id, r] : runs) {
                 r->timer.cancel();
+                r->waiters.clear(); // they hold sessions that hold the run
+            }
             closed.set_value();
         });
         closed.get_future().wait();
