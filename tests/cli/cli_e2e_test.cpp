@@ -1,10 +1,15 @@
 // The todd CLI end to end: a real todd-server process and three real
-// todd-agent processes over the embedded ZeroMQ transport, all on
-// 127.0.0.1 with ports chosen at run time, driven by the real todd binary.
+// todd-agent processes over the embedded ZeroMQ transport (or, built with
+// TODD_CLI_E2E_RABBITMQ, a private RabbitMQ broker), all on 127.0.0.1 with
+// ports chosen at run time, driven by the real todd binary.
 // Agents start without testlets or fact collectors and download them from
 // the server (DownloadAsset), then run ToDD's ping testlet against
 // 127.0.0.1.
 #include "child.hpp"
+
+#ifdef TODD_CLI_E2E_RABBITMQ
+#include <rabbitmq_broker.hpp>
+#endif
 
 #include <arpa/inet.h>
 #include <netinet/in.h>
@@ -65,7 +70,11 @@ class CliEndToEnd : public ::testing::Test {
     static inline pid_t server = -1;
     static inline std::vector<pid_t> agents;
     static inline std::vector<std::string> agent_uuids;
-    static inline std::string api_port, stream_port, endpoint;
+    static inline std::string api_port, stream_port;
+    static inline std::vector<std::string> comms; // transport options
+#ifdef TODD_CLI_E2E_RABBITMQ
+    static inline std::unique_ptr<todd::test::RabbitmqBroker> broker;
+#endif
     static inline int counter = 0;
 
     static void SetUpTestSuite()
@@ -109,13 +118,28 @@ class CliEndToEnd : public ::testing::Test {
                                        "[LocalResources]\nOptDir = " +
                                            (dir / "server").string() + "\n");
 
-        endpoint = "endpoint=tcp://127.0.0.1:" + std::to_string(free_port());
+#ifdef TODD_CLI_E2E_RABBITMQ
+        TODD_SKIP_WITHOUT_RABBITMQ();
+        broker = std::make_unique<todd::test::RabbitmqBroker>();
+        comms = {"--comms",      "rabbitmq",
+                 "--plugin-dir", TODD_PLUGIN_DIR,
+                 "--comms-opt",  "host=" + broker->host(),
+                 "--comms-opt",  "port=" + std::to_string(broker->port())};
+#else
+        comms = {"--comms",
+                 "zeromq",
+                 "--plugin-dir",
+                 TODD_PLUGIN_DIR,
+                 "--comms-opt",
+                 "endpoint=tcp://127.0.0.1:" + std::to_string(free_port())};
+#endif
         fs::path server_err = dir / "server.err";
-        server = spawn(
-            {TODD_SERVER_EXE, "--config", (dir / "server.cfg").string(), "--db",
-             (dir / "server.db").string(), "--comms", "zeromq", "--plugin-dir",
-             TODD_ZEROMQ_DIR, "--comms-opt", endpoint},
-            "/dev/null", (dir / "server.out").string(), server_err.string());
+        std::vector<std::string> argv = {TODD_SERVER_EXE, "--config",
+                                         (dir / "server.cfg").string(), "--db",
+                                         (dir / "server.db").string()};
+        argv.insert(argv.end(), comms.begin(), comms.end());
+        server = spawn(argv, "/dev/null", (dir / "server.out").string(),
+                       server_err.string());
         // The server logs the ports it bound:
         // "Serving ToDD Server API at: 127.0.0.1:P (status stream S, ...".
         // (No std::regex: GCC 12 -O2 with ASan warns inside <regex>.)
@@ -164,14 +188,22 @@ class CliEndToEnd : public ::testing::Test {
         std::vector<std::string> envs;
         if (!env.empty())
             envs.push_back(env);
-        agents.push_back(spawn(
-            {TODD_AGENT_EXE, "--comms", "zeromq", "--plugin-dir",
-             TODD_ZEROMQ_DIR, "--comms-opt", endpoint, "--opt-dir", a.string(),
-             "--state-dir", (a / "state").string(), "--testlet-dir",
-             (dir / "empty").string(), "--factcollector-dir",
-             (dir / "empty").string(), "--ip-addr-override", "127.0.0.1",
-             "--advert-interval", "0.2"},
-            "/dev/null", (a / "out").string(), (a / "err").string(), envs));
+        std::vector<std::string> argv = {TODD_AGENT_EXE,
+                                         "--opt-dir",
+                                         a.string(),
+                                         "--state-dir",
+                                         (a / "state").string(),
+                                         "--testlet-dir",
+                                         (dir / "empty").string(),
+                                         "--factcollector-dir",
+                                         (dir / "empty").string(),
+                                         "--ip-addr-override",
+                                         "127.0.0.1",
+                                         "--advert-interval",
+                                         "0.2"};
+        argv.insert(argv.end(), comms.begin(), comms.end());
+        agents.push_back(spawn(argv, "/dev/null", (a / "out").string(),
+                               (a / "err").string(), envs));
         return agents.back();
     }
 
@@ -200,6 +232,9 @@ class CliEndToEnd : public ::testing::Test {
         for (pid_t p : agents)
             stop(p);
         stop(server);
+#ifdef TODD_CLI_E2E_RABBITMQ
+        broker.reset();
+#endif
         if (!dir.empty() && !getenv("TODD_CLI_KEEP"))
             fs::remove_all(dir);
         else if (!dir.empty())
@@ -246,7 +281,10 @@ class CliEndToEnd : public ::testing::Test {
         return r;
     }
 
-    static std::string short_id(int i) { return agent_uuids[i].substr(0, 12); }
+    static std::string short_id(int i)
+    {
+        return agent_uuids[i].substr(0, 12);
+    }
 
     static void ensure_group()
     {
