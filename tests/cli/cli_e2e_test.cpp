@@ -481,6 +481,15 @@ TEST_F(CliEndToEnd, UnreachableServer)
     EXPECT_EQ(r.out, "");
 }
 
+TEST_F(CliEndToEnd, LocalhostTriesEveryAddress)
+{
+    // The server listens on 127.0.0.1 only; "localhost" may resolve to ::1
+    // first, which refuses: the next address must be tried, as Go does.
+    auto r = todd({"-H", "localhost", "-P", api_port, "groups"}, "", false);
+    EXPECT_EQ(r.code, 0) << r.err;
+    EXPECT_EQ(r.out.rfind("UUID\t", 0), 0u) << r.out;
+}
+
 // Last: it adds a fourth agent and kills it while it runs a test.
 TEST_F(CliEndToEnd, AgentKilledMidRunIsReportedAsFailed)
 {
