@@ -12,6 +12,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
@@ -604,4 +605,29 @@ TEST(CommandLine, RunConfirmation)
     EXPECT_EQ(r.code, kExitError);
     EXPECT_EQ(r.err, "ERROR: no answer to the confirmation on stdin (use -y "
                      "to skip it)\n");
+}
+
+TEST(CreateBody, SharedExampleObjectsAreAccepted)
+{
+    // The example objects shipped in share/server/objects.
+    namespace fs = std::filesystem;
+    fs::path dir = fs::path(TODD_SHARE_DIR) / "server" / "objects";
+    if (!fs::is_directory(dir))
+        GTEST_SKIP() << dir << " is not there yet";
+    int n = 0;
+    for (const auto &e : fs::directory_iterator(dir)) {
+        if (e.path().extension() != ".yml")
+            continue;
+        std::ifstream f(e.path());
+        std::ostringstream ss;
+        ss << f.rdbuf();
+        ObjectJson obj;
+        EXPECT_NO_THROW(obj = yaml_object_to_json(ss.str(), e.path().string()))
+            << e.path();
+        EXPECT_EQ(e.path().filename().string().rfind(obj.type + "-", 0), 0u)
+            << e.path();
+        EXPECT_TRUE(json_is_valid(obj.json)) << obj.json;
+        ++n;
+    }
+    EXPECT_GT(n, 0);
 }

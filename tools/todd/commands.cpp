@@ -520,8 +520,6 @@ RunOptions parse_run(const std::vector<std::string> &args)
 int Cli::run()
 {
     RunOptions ro = parse_run(o_.args);
-    auto start = Clock::now();
-    auto deadline = start + ro.timeout;
 
     if (!ro.yes) {
         io_.out << "Activate testrun \"" << ro.name
@@ -537,6 +535,9 @@ int Cli::run()
         }
     }
 
+    // The run's time budget starts once the user has confirmed.
+    auto start = Clock::now();
+    auto deadline = start + ro.timeout;
     std::string body = "{\"testRunName\":" + go_json_quote(ro.name) +
                        ",\"sourceGroup\":" + go_json_quote(ro.source_group) +
                        ",\"sourceApp\":" + go_json_quote(ro.source_app) +
@@ -571,7 +572,11 @@ int Cli::run()
     bool complete = false;
     try {
         ServerAddress stream_addr{o_.server.host, o_.stream_port};
-        StatusStream stream(stream_addr, deadline);
+        // A server without a stream must not cost the whole run timeout:
+        // after 10 s of refused connections, poll for the result instead.
+        StatusStream stream(
+            stream_addr,
+            std::min(deadline, Clock::now() + std::chrono::seconds(10)));
         bool first = true;
         std::string previous;
         while (true) {
