@@ -6,9 +6,11 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <thread>
 
 namespace todd_zmq {
 
@@ -85,7 +87,14 @@ void Engine::bind()
     setopt_int(router_, ZMQ_HEARTBEAT_IVL, static_cast<int>(s_.heartbeat_ms));
     setopt_int(router_, ZMQ_HEARTBEAT_TIMEOUT,
                static_cast<int>(s_.heartbeat_timeout_ms));
-    if (zmq_bind(router_, s_.endpoint.c_str()) != 0) {
+    // A listener this process (or a server restarted a moment ago) just
+    // closed may take a little while to be released: retry briefly.
+    int rc = zmq_bind(router_, s_.endpoint.c_str());
+    for (int i = 0; rc != 0 && errno == EADDRINUSE && i < 20; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+        rc = zmq_bind(router_, s_.endpoint.c_str());
+    }
+    if (rc != 0) {
         int e = errno;
         zmq_close(router_);
         router_ = nullptr;
