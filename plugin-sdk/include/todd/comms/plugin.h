@@ -145,33 +145,40 @@ static inline const char *todd_comms_status_str(todd_comms_status s)
 #define TODD_COMMS_LOG_TRACE 5
 
 /** Connection states reported through host->state. */
-#define TODD_COMMS_STATE_CONNECTING 1   /**< first attempt in progress */
-#define TODD_COMMS_STATE_CONNECTED 2    /**< usable */
-#define TODD_COMMS_STATE_RECONNECTING 3 /**< lost, retrying with backoff */
-#define TODD_COMMS_STATE_FAILED                                                \
-    4 /**< an error the plugin reports, still retrying unless stopped */
-#define TODD_COMMS_STATE_STOPPED 5 /**< stop completed */
+/** First attempt in progress. */
+#define TODD_COMMS_STATE_CONNECTING 1
+/** Usable. */
+#define TODD_COMMS_STATE_CONNECTED 2
+/** Lost, retrying with backoff. */
+#define TODD_COMMS_STATE_RECONNECTING 3
+/** An error the plugin reports; still retrying unless stopped. */
+#define TODD_COMMS_STATE_FAILED 4
+/** Stop completed. */
+#define TODD_COMMS_STATE_STOPPED 5
 
 /** The host's verdict on a delivered message, returned by host->deliver. */
-#define TODD_COMMS_VERDICT_ACK 0     /**< processed: forget it */
-#define TODD_COMMS_VERDICT_REQUEUE 1 /**< not processed: deliver again later   \
-                                      */
-#define TODD_COMMS_VERDICT_REJECT 2  /**< poison: drop it, never redeliver */
+/** Processed: forget it. */
+#define TODD_COMMS_VERDICT_ACK 0
+/** Not processed: deliver it again later. */
+#define TODD_COMMS_VERDICT_REQUEUE 1
+/** Poison: drop it, never redeliver. */
+#define TODD_COMMS_VERDICT_REJECT 2
 
 /** Capability flags in todd_comms_plugin_descriptor.capabilities. */
-#define TODD_COMMS_CAP_ACK                                                     \
-    (1ull << 0) /**< requeue/reject are honoured (at-least-once) */
-#define TODD_COMMS_CAP_TTL (1ull << 1) /**< publish time-to-live is honoured   \
-                                        */
-#define TODD_COMMS_CAP_CONFIRMS                                                \
-    (1ull << 2) /**< publish returns after the service stored the message */
-#define TODD_COMMS_CAP_DURABLE                                                 \
-    (1ull << 3) /**< messages can survive a service restart */
-#define TODD_COMMS_CAP_REMOTE                                                  \
-    (1ull << 4) /**< peers may be other processes or machines */
-#define TODD_COMMS_CAP_TLS                                                     \
-    (1ull << 5) /**< can encrypt and authenticate the link */
-#define TODD_COMMS_CAP_BATCH (1ull << 6) /**< publish_batch is implemented */
+/** Requeue and reject are honoured (at-least-once delivery). */
+#define TODD_COMMS_CAP_ACK (1ull << 0)
+/** Publish time-to-live is honoured. */
+#define TODD_COMMS_CAP_TTL (1ull << 1)
+/** Publish returns after the service stored the message. */
+#define TODD_COMMS_CAP_CONFIRMS (1ull << 2)
+/** Messages can survive a service restart. */
+#define TODD_COMMS_CAP_DURABLE (1ull << 3)
+/** Peers may be other processes or machines. */
+#define TODD_COMMS_CAP_REMOTE (1ull << 4)
+/** Can encrypt and authenticate the link. */
+#define TODD_COMMS_CAP_TLS (1ull << 5)
+/** publish_batch is implemented. */
+#define TODD_COMMS_CAP_BATCH (1ull << 6)
 
 /** Flags of a delivered message. */
 #define TODD_COMMS_MSG_REDELIVERED (1u << 0) /**< may have been seen before */
