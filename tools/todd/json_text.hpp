@@ -7,7 +7,7 @@
 
 namespace todd::cli {
 
-/// Quotes and escapes @p s exactly like Go's encoding/json (Go 1.19):
+/// Quotes and escapes @p s like Go's encoding/json (core's msg::go_quote):
 /// `"`, `\`, \n, \r, \t short escapes; other control characters, `<`, `>`,
 /// `&`, U+2028 and U+2029 as \u00XX / \u20XX; invalid UTF-8 as \ufffd.
 std::string go_json_quote(std::string_view s);

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "json.hpp"
 
+#include <todd/core/messages.hpp>
+
 #include <rapidjson/error/en.h>
 
 #include <algorithm>
@@ -12,42 +14,12 @@ namespace todd::server::json {
 
 void quote(std::string &out, std::string_view s)
 {
-    static const char hex[] = "0123456789abcdef";
-    out += '"';
-    for (size_t i = 0; i < s.size(); ++i) {
-        unsigned char c = static_cast<unsigned char>(s[i]);
-        switch (c) {
-        case '"': out += "\\\""; break;
-        case '\\': out += "\\\\"; break;
-        case '\n': out += "\\n"; break;
-        case '\r': out += "\\r"; break;
-        case '\t': out += "\\t"; break;
-        default:
-            if (c < 0x20 || c == '<' || c == '>' || c == '&') {
-                out += "\\u00";
-                out += hex[c >> 4];
-                out += hex[c & 0xf];
-            } else if (c == 0xe2 && i + 2 < s.size() &&
-                       static_cast<unsigned char>(s[i + 1]) == 0x80 &&
-                       (static_cast<unsigned char>(s[i + 2]) == 0xa8 ||
-                        static_cast<unsigned char>(s[i + 2]) == 0xa9)) {
-                // U+2028/U+2029, escaped by Go for JavaScript safety.
-                out += static_cast<unsigned char>(s[i + 2]) == 0xa8 ? "\\u2028"
-                                                                    : "\\u2029";
-                i += 2;
-            } else {
-                out += static_cast<char>(c);
-            }
-        }
-    }
-    out += '"';
+    out += msg::go_quote(s);
 }
 
 std::string quote(std::string_view s)
 {
-    std::string out;
-    quote(out, s);
-    return out;
+    return msg::go_quote(s);
 }
 
 void number(std::string &out, double v)
