@@ -12,20 +12,7 @@ using namespace todd::test;
 
 namespace {
 
-class SharedBroker : public ::testing::Environment {
-  public:
-    void SetUp() override
-    {
-        if (RabbitmqBroker::unavailable())
-            return;
-        broker_ = std::make_unique<RabbitmqBroker>();
-    }
-    void TearDown() override { broker_.reset(); }
-    static RabbitmqBroker *get() { return broker_.get(); }
-
-  private:
-    static inline std::unique_ptr<RabbitmqBroker> broker_;
-};
+using SharedBroker = SharedRabbitmqBroker;
 
 [[maybe_unused]] auto *const env =
     ::testing::AddGlobalTestEnvironment(new SharedBroker);

@@ -13,7 +13,10 @@
 // into a failure instead of a skip: see TODD_SKIP_WITHOUT_RABBITMQ.
 #pragma once
 
+#include <gtest/gtest.h>
+
 #include <chrono>
+#include <memory>
 #include <optional>
 #include <string>
 #include <sys/types.h>
@@ -141,6 +144,27 @@ class RabbitmqBroker {
     int port_ = 0, tls_port_ = 0, dist_port_ = 0;
     pid_t pid_ = 0;
     bool as_root_ = false;
+};
+
+/**
+ * One private broker for all the tests of a binary, started when the test
+ * program starts and stopped when it ends; null when rabbitmq-server is not
+ * installed (tests then call TODD_SKIP_WITHOUT_RABBITMQ()). Register it with
+ * ::testing::AddGlobalTestEnvironment(new SharedRabbitmqBroker).
+ */
+class SharedRabbitmqBroker : public ::testing::Environment {
+  public:
+    void SetUp() override
+    {
+        if (!RabbitmqBroker::unavailable())
+            broker_ = std::make_unique<RabbitmqBroker>();
+    }
+    void TearDown() override { broker_.reset(); }
+    /** The broker, or nullptr when none could be started. */
+    static RabbitmqBroker *get() { return broker_.get(); }
+
+  private:
+    static inline std::unique_ptr<RabbitmqBroker> broker_;
 };
 
 } // namespace todd::test

@@ -35,19 +35,8 @@ using todd::core::Verdict;
 using todd::test::RabbitmqBroker;
 
 /** The broker shared by the tests of one binary, started once. */
-class SharedBroker : public ::testing::Environment {
-  public:
-    void SetUp() override
-    {
-        if (RabbitmqBroker::unavailable())
-            return;
-        broker_ = std::make_unique<RabbitmqBroker>();
-    }
-    void TearDown() override { broker_.reset(); }
-    static RabbitmqBroker &get() { return *broker_; }
-
-  private:
-    static inline std::unique_ptr<RabbitmqBroker> broker_;
+struct SharedBroker : todd::test::SharedRabbitmqBroker {
+    static RabbitmqBroker &get() { return *SharedRabbitmqBroker::get(); }
 };
 
 inline std::shared_ptr<const todd::core::Plugin> plugin()

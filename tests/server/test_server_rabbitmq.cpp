@@ -8,24 +8,12 @@
 namespace todd::test {
 
 namespace {
-RabbitmqBroker *broker = nullptr;
-
-class BrokerEnv : public ::testing::Environment {
-  public:
-    void TearDown() override
-    {
-        delete broker;
-        broker = nullptr;
-    }
-};
-const auto *env = ::testing::AddGlobalTestEnvironment(new BrokerEnv);
+const auto *env = ::testing::AddGlobalTestEnvironment(new SharedRabbitmqBroker);
 } // namespace
 
 void Agents::SetUp()
 {
     TODD_SKIP_WITHOUT_RABBITMQ();
-    if (!broker)
-        broker = new RabbitmqBroker();
     AgentsFixture::SetUp();
 }
 
@@ -33,7 +21,8 @@ TransportFactory Agents::transport_factory()
 {
     return plugin_factory(
         RABBITMQ_PLUGIN_DIR, "rabbitmq",
-        {{"host", broker->host()}, {"port", std::to_string(broker->port())}});
+        {{"host", SharedRabbitmqBroker::get()->host()},
+         {"port", std::to_string(SharedRabbitmqBroker::get()->port())}});
 }
 
 INSTANTIATE_TEST_SUITE_P(RabbitMQ, Agents, ::testing::Values("rabbitmq"));
