@@ -65,6 +65,10 @@ void Engine::start()
                "engine %016llx listening on %s (max_held=%lld)",
                static_cast<unsigned long long>(epoch_), s_.endpoint.c_str(),
                s_.max_held);
+    {
+        std::lock_guard<std::mutex> lk(em_);
+        running_ = true;
+    }
     thread_ = std::thread([this] { run(); });
 }
 
@@ -115,10 +119,16 @@ void Engine::bind()
         peers_.emplace(std::string(), std::move(p));
     }
     stop_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-    if (stop_fd_ < 0) {
+    kick_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    if (stop_fd_ < 0 || kick_fd_ < 0) {
         int e = errno;
         zmq_close(router_);
         router_ = nullptr;
+        for (int *fd : {&stop_fd_, &kick_fd_})
+            if (*fd >= 0) {
+                ::close(*fd);
+                *fd = -1;
+            }
         throw Error(TODD_COMMS_E_INTERNAL,
                     std::string("eventfd: ") + std::strerror(e));
     }
@@ -132,14 +142,19 @@ void Engine::stop()
         (void)w;
         thread_.join();
     }
+    // Clients may still call in (a publish racing with stop): they find the
+    // engine stopped instead of a closed socket.
+    std::lock_guard<std::mutex> lk(em_);
+    running_ = false;
     if (router_ != nullptr) {
         zmq_close(router_);
         router_ = nullptr;
     }
-    if (stop_fd_ >= 0) {
-        ::close(stop_fd_);
-        stop_fd_ = -1;
-    }
+    for (int *fd : {&stop_fd_, &kick_fd_})
+        if (*fd >= 0) {
+            ::close(*fd);
+            *fd = -1;
+        }
     size_t held = 0;
     for (auto &q : queues_)
         held += q.second->ready.size();
@@ -158,16 +173,24 @@ void Engine::run()
     const int64_t tick =
         std::max<int64_t>(50, std::min<int64_t>(s_.heartbeat_ms, 250));
     int64_t next_timer = now_ms() + tick;
-    zmq_pollitem_t items[3] = {
-        {router_, 0, ZMQ_POLLIN, 0},
-        {nullptr, stop_fd_, ZMQ_POLLIN, 0},
-        {nullptr, local_ != nullptr ? local_->wake_fd() : -1, ZMQ_POLLIN, 0}};
-    int nitems = local_ != nullptr ? 3 : 2;
+    // The ROUTER is polled through its notification fd, not as a socket,
+    // so that clients may use the socket (under em_) while this thread
+    // sleeps. That fd only says "look again": the socket is drained until
+    // EAGAIN, and ZMQ_EVENTS is checked after every use of the socket.
+    int zfd = -1;
+    size_t zlen = sizeof zfd;
+    zmq_getsockopt(router_, ZMQ_FD, &zfd, &zlen);
+    zmq_pollitem_t items[3] = {{nullptr, zfd, ZMQ_POLLIN, 0},
+                               {nullptr, stop_fd_, ZMQ_POLLIN, 0},
+                               {nullptr, kick_fd_, ZMQ_POLLIN, 0}};
+    bool more = true; // input may be waiting already
+    std::string_view buf[Frames::kMax];
     for (;;) {
         int64_t now = now_ms();
         long timeout =
-            static_cast<long>(std::max<int64_t>(0, next_timer - now));
-        int rc = zmq_poll(items, nitems, timeout);
+            more ? 0
+                 : static_cast<long>(std::max<int64_t>(0, next_timer - now));
+        int rc = zmq_poll(items, 3, timeout);
         if (rc < 0) {
             if (errno == EINTR)
                 continue;
@@ -177,11 +200,19 @@ void Engine::run()
         }
         if (items[1].revents != 0)
             return;
+        if (items[2].revents != 0) {
+            uint64_t v;
+            ssize_t r = ::read(kick_fd_, &v, sizeof v);
+            (void)r;
+        }
+        std::lock_guard<std::mutex> lk(em_);
         now_ = now_ms();
-        if (nitems == 3 && items[2].revents != 0)
-            local_->on_wake();
-        std::string_view buf[Frames::kMax];
-        for (int i = 0; i < 4096; ++i) {
+        more = false;
+        for (int i = 0;; ++i) {
+            if (i == 4096) {
+                more = true; // let clients in, then carry on
+                break;
+            }
             if (!in_.recv(router_, ZMQ_DONTWAIT))
                 break;
             Msgv m = views(in_, buf);
@@ -201,6 +232,12 @@ void Engine::run()
             reap_dead();
             next_timer = now + tick;
         }
+        if (!more) {
+            int ev = 0;
+            size_t len = sizeof ev;
+            more = zmq_getsockopt(router_, ZMQ_EVENTS, &ev, &len) == 0 &&
+                   (ev & ZMQ_POLLIN) != 0;
+        }
     }
 }
 
@@ -214,15 +251,40 @@ void Engine::send_to(const std::string &rid, const std::string_view *frames,
     send_frames(router_, all, n + 1);
 }
 
-void Engine::local_send(const Msgv &m)
+bool Engine::client_send(const Msgv *msgs, size_t n)
 {
+    std::lock_guard<std::mutex> lk(em_);
+    if (!running_)
+        return false;
+    now_ = now_ms();
     std::string_view all[Frames::kMax];
-    if (m.n + 1 > Frames::kMax)
-        return;
-    all[0] = std::string_view();
-    for (size_t i = 0; i < m.n; ++i)
-        all[i + 1] = m.f[i];
-    handle(Msgv{all, m.n + 1}, now_ms());
+    all[0] = std::string_view(); // "" is the local client's routing id
+    for (size_t k = 0; k < n; ++k) {
+        const Msgv &m = msgs[k];
+        if (m.n + 1 > Frames::kMax)
+            continue;
+        for (size_t i = 0; i < m.n; ++i)
+            all[i + 1] = m.f[i];
+        handle(Msgv{all, m.n + 1}, now_);
+    }
+    flush_confirms();
+    reap_dead();
+    wake_if_readable();
+    return true;
+}
+
+void Engine::wake_if_readable()
+{
+    // Using the socket here may have consumed the notification the engine
+    // thread sleeps on: hand it on if input is waiting.
+    int ev = 0;
+    size_t len = sizeof ev;
+    if (zmq_getsockopt(router_, ZMQ_EVENTS, &ev, &len) == 0 &&
+        (ev & ZMQ_POLLIN) != 0) {
+        uint64_t one = 1;
+        ssize_t w = ::write(kick_fd_, &one, sizeof one);
+        (void)w;
+    }
 }
 
 bool Engine::send(Peer &p, const std::string_view *frames, size_t n)

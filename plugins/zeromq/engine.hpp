@@ -14,6 +14,7 @@
 #include <cstdint>
 #include <deque>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <thread>
 #include <unordered_map>
@@ -30,18 +31,16 @@ struct EngineSettings {
 };
 
 /**
- * The server-role instance's own client side, run on the engine thread
- * instead of through a socket (no extra thread or hop for the server).
+ * The server-role instance's own client side. It calls the engine directly
+ * (Engine::client_send) from its own threads instead of through a socket, so
+ * a server-side publish, ack or subscribe costs no thread hand-off.
  */
 class LocalClient {
   public:
     virtual ~LocalClient() = default;
-    /** An fd the engine polls; readable when the client has work. */
-    virtual int wake_fd() const = 0;
-    /** Engine thread: do the client's queued work (it may call
-     *  Engine::local_send). */
-    virtual void on_wake() = 0;
-    /** Engine thread: a message from the engine to the client. */
+    /** A message from the engine to the client. Called with the engine's
+     *  lock held, on whichever thread is running the engine at that moment:
+     *  it must not call back into the engine. */
     virtual void on_engine_message(const Msgv &m) = 0;
 };
 
@@ -62,9 +61,13 @@ class Engine {
     void start();
     /** Stop the thread and close the socket; held messages are dropped. */
     void stop();
-    /** Engine thread only (from LocalClient::on_wake): a message from the
-     *  local client, frames without the routing id. */
-    void local_send(const Msgv &m);
+    /**
+     * Any thread: run commands of the local client (frames without the
+     * routing id) on the caller's thread, under the engine's lock; the
+     * confirmations they earn reach LocalClient::on_engine_message before
+     * this returns. False when the engine is not running.
+     */
+    bool client_send(const Msgv *msgs, size_t n);
 
   private:
     struct Msg {
@@ -127,6 +130,16 @@ class Engine {
                  size_t n);
     Queue &queue(std::string_view name);
     bool send(Peer &p, const std::string_view *frames, size_t n);
+
+    void wake_if_readable();
+
+    // em_ guards the ROUTER socket and every field below it: the engine
+    // thread takes it for each batch it reads, client_send for its call.
+    // ZeroMQ sockets may change threads behind a full barrier, which the
+    // mutex gives.
+    std::mutex em_;
+    bool running_ = false;
+    int kick_fd_ = -1; // wakes the engine thread when the ROUTER has input
 
     void *ctx_;
     EngineSettings s_;

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // The embedded, brokerless transport. Every instance talks to the queue
-// engine through one DEALER socket owned by its I/O thread; the server-role
-// instance also runs the engine (engine.cpp) and reaches it over inproc.
-// Caller threads hand work to the I/O thread through a locked command list
-// and an eventfd the thread polls next to its sockets. Deliveries run on
-// one worker thread per subscription, so a blocked deliver never stalls
+// engine through one DEALER socket; the server-role instance also runs the
+// engine (engine.cpp) and calls it directly. Callers send on the socket
+// themselves, under a lock, instead of handing work to another thread: on a
+// small machine every thread wake-up costs more than the rest of a round
+// trip. The I/O thread only reads, reconnects and keeps time. Deliveries run
+// on one worker thread per subscription, so a blocked deliver never stalls
 // publishing. docs/zeromq.md describes the design and the differences from
 // RabbitMQ.
 #include "engine.hpp"
@@ -16,6 +17,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <condition_variable>
 #include <cstdio>
@@ -150,23 +152,9 @@ struct Waiter {
     std::string error; // first failure's text
 };
 
-struct Cmd {
-    enum Kind : uint8_t { Pub, Subscribe, Unsubscribe, Stop } kind = Pub;
-    uint64_t id = 0; // seq of Pub, sub id otherwise
-    int64_t ttl = 0;
-    std::string dest, ctype, payload;
-    std::shared_ptr<Sub> sub;
-};
-
-struct AckRec {
-    uint64_t session;
-    uint64_t tag;
-    uint8_t verdict;
-};
-
 struct OutPub {
-    uint64_t seq;
-    int64_t ttl;
+    uint64_t seq = 0;
+    int64_t ttl = 0;
     std::string dest, ctype, payload;
 };
 
@@ -214,18 +202,18 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             throw;
         }
         started_ = true;
-        // Subscriptions made before start reach the I/O side as commands.
-        for (auto &kv : subs_) {
-            Cmd c;
-            c.kind = Cmd::Subscribe;
-            c.id = kv.second->id;
-            c.sub = kv.second;
-            push_cmd(std::move(c));
+        {
+            // Subscriptions made before start: an agent sends them once
+            // welcomed, the server right below.
+            std::lock_guard<std::mutex> lk(lm_);
+            for (auto &kv : subs_)
+                io_subs_[kv.second->id] = kv.second;
         }
         if (engine_) {
-            // The server's client side runs on the engine thread.
             welcomed_ = true;
             engine_->start();
+            for (auto &kv : subs_)
+                engine_sub(*kv.second);
             host().state(TODD_COMMS_STATE_CONNECTED, TODD_COMMS_OK,
                          "engine on " + s_.endpoint);
         } else {
@@ -244,17 +232,18 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             host().state(TODD_COMMS_STATE_STOPPED, TODD_COMMS_OK, {});
             return;
         }
-        // Deliveries first: a deliver may still publish through the I/O
-        // thread, which stops last.
+        // Deliveries first: a deliver may still publish, which needs the
+        // I/O thread (agent) or the engine (server) to be confirmed.
         for (auto &kv : subs_)
             stop_worker(*kv.second);
         if (engine_) {
             engine_->stop();
             fail_pending();
         } else {
-            Cmd c;
-            c.kind = Cmd::Stop;
-            push_cmd(std::move(c));
+            stop_io_.store(true);
+            uint64_t one = 1;
+            ssize_t w = ::write(evfd_, &one, sizeof one);
+            (void)w;
             if (io_.joinable())
                 io_.join();
         }
@@ -271,23 +260,27 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         Waiter w;
         w.remaining = 1;
         w.statuses = &st;
-        Cmd c;
-        c.kind = Cmd::Pub;
-        c.ttl = todd::comms::sdk::ttl_ms(opts);
-        c.dest = destination;
-        c.ctype = todd::comms::sdk::content_type(opts);
+        OutPub p;
+        p.ttl = todd::comms::sdk::ttl_ms(opts);
+        p.dest = destination;
+        p.ctype = todd::comms::sdk::content_type(opts);
         if (len != 0)
-            c.payload.assign(reinterpret_cast<const char *>(payload),
+            p.payload.assign(reinterpret_cast<const char *>(payload),
                              static_cast<size_t>(len));
         auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(s_.publish_timeout_ms);
+        {
+            std::lock_guard<std::mutex> lk(mu_);
+            check_running_locked();
+            p.seq = ++next_seq_;
+            pending_.emplace(p.seq, std::make_pair(&w, 0u));
+        }
+        uint64_t seq = p.seq;
+        // The server's engine confirms before link_publish returns.
+        bool sent = link_publish(&p, 1);
         std::unique_lock<std::mutex> lk(mu_);
-        check_running_locked();
-        uint64_t seq = ++next_seq_;
-        c.id = seq;
-        pending_.emplace(seq, std::make_pair(&w, 0u));
-        cmds_.push_back(std::move(c));
-        signal_locked(lk);
+        if (!sent)
+            complete_locked(seq, TODD_COMMS_E_STATE, "publish after stop");
         if (!w.cv.wait_until(lk, deadline, [&] { return w.remaining == 0; })) {
             pending_.erase(seq);
             throw Error(TODD_COMMS_E_UNAVAILABLE, unavailable(destination));
@@ -304,8 +297,10 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             return TODD_COMMS_OK;
         Waiter w;
         w.statuses = statuses;
-        std::vector<Cmd> cmds;
-        cmds.reserve(count);
+        std::vector<OutPub> pubs;
+        std::vector<uint32_t> index;
+        pubs.reserve(count);
+        index.reserve(count);
         for (uint32_t i = 0; i < count; ++i) {
             const todd_comms_outgoing &m = msgs[i];
             if (m.destination == nullptr || *m.destination == '\0' ||
@@ -317,37 +312,41 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 continue;
             }
             statuses[i] = kPendingStatus;
-            Cmd c;
-            c.kind = Cmd::Pub;
-            c.id = i; // index until a seq is assigned
-            c.ttl = todd::comms::sdk::ttl_ms(m.opts);
-            c.dest = m.destination;
-            c.ctype = todd::comms::sdk::content_type(m.opts);
+            OutPub p;
+            p.ttl = todd::comms::sdk::ttl_ms(m.opts);
+            p.dest = m.destination;
+            p.ctype = todd::comms::sdk::content_type(m.opts);
             if (m.payload_len != 0)
-                c.payload.assign(reinterpret_cast<const char *>(m.payload),
+                p.payload.assign(reinterpret_cast<const char *>(m.payload),
                                  static_cast<size_t>(m.payload_len));
-            cmds.push_back(std::move(c));
+            pubs.push_back(std::move(p));
+            index.push_back(i);
         }
         auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::milliseconds(s_.publish_timeout_ms);
         std::vector<uint64_t> seqs;
-        seqs.reserve(cmds.size());
-        {
-            std::unique_lock<std::mutex> lk(mu_);
-            check_running_locked();
-            w.remaining = static_cast<uint32_t>(cmds.size());
-            for (auto &c : cmds) {
-                uint32_t idx = static_cast<uint32_t>(c.id);
-                c.id = ++next_seq_;
-                seqs.push_back(c.id);
-                pending_.emplace(c.id, std::make_pair(&w, idx));
-                cmds_.push_back(std::move(c));
+        seqs.reserve(pubs.size());
+        if (!pubs.empty()) {
+            {
+                std::lock_guard<std::mutex> lk(mu_);
+                check_running_locked();
+                w.remaining = static_cast<uint32_t>(pubs.size());
+                for (size_t k = 0; k < pubs.size(); ++k) {
+                    pubs[k].seq = ++next_seq_;
+                    seqs.push_back(pubs[k].seq);
+                    pending_.emplace(pubs[k].seq, std::make_pair(&w, index[k]));
+                }
             }
-            signal_locked(lk);
+            bool sent = link_publish(pubs.data(), pubs.size());
+            std::unique_lock<std::mutex> lk(mu_);
+            if (!sent)
+                for (uint64_t q : seqs)
+                    complete_locked(q, TODD_COMMS_E_STATE,
+                                    "publish after stop");
             if (!w.cv.wait_until(lk, deadline,
                                  [&] { return w.remaining == 0; })) {
-                for (uint64_t s : seqs)
-                    pending_.erase(s);
+                for (uint64_t q : seqs)
+                    pending_.erase(q);
                 for (uint32_t i = 0; i < count; ++i)
                     if (statuses[i] == kPendingStatus)
                         statuses[i] = TODD_COMMS_E_UNAVAILABLE;
@@ -379,14 +378,19 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         uint32_t pf = todd::comms::sdk::prefetch(opts);
         sub->prefetch = pf != 0 ? pf : static_cast<uint32_t>(s_.prefetch);
         subs_.emplace(cookie, sub);
-        if (started_) {
-            start_worker(sub);
-            Cmd c;
-            c.kind = Cmd::Subscribe;
-            c.id = sub->id;
-            c.sub = sub;
-            push_cmd(std::move(c));
+        if (!started_)
+            return;
+        start_worker(sub);
+        {
+            std::lock_guard<std::mutex> lk(lm_);
+            io_subs_[sub->id] = sub;
+            if (!engine_ && welcomed_) {
+                send_sub(*sub);
+                wake_if_readable();
+            }
         }
+        if (engine_)
+            engine_sub(*sub);
     }
 
     void unsubscribe(uint64_t cookie) override
@@ -398,14 +402,25 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                                                 std::to_string(cookie));
         std::shared_ptr<Sub> sub = it->second;
         subs_.erase(it);
+        // The worker sends its acks before it ends; UNSUB follows them and
+        // the engine requeues what the host never saw.
         stop_worker(*sub);
-        if (started_ && !stopped_) {
-            // After the worker's acks, which are already queued: the engine
-            // requeues what the host never saw.
-            Cmd c;
-            c.kind = Cmd::Unsubscribe;
-            c.id = sub->id;
-            push_cmd(std::move(c));
+        if (!started_ || stopped_)
+            return;
+        char b[8];
+        put_u64(b, sub->id);
+        std::string_view f[2] = {kUnsub, std::string_view(b, 8)};
+        {
+            std::lock_guard<std::mutex> lk(lm_);
+            io_subs_.erase(sub->id);
+            if (!engine_ && welcomed_) {
+                send_or_queue(f, 2);
+                wake_if_readable();
+            }
+        }
+        if (engine_) {
+            Msgv m{f, 2};
+            engine_->client_send(&m, 1);
         }
     }
 
@@ -429,31 +444,87 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             throw Error(TODD_COMMS_E_STATE, "publish after stop");
     }
 
-    /** Wake the I/O thread once per batch of commands (mu_ held). */
-    void signal_locked(std::unique_lock<std::mutex> &lk)
+    /**
+     * Hand publishes to the engine: over the DEALER, or (server) a direct
+     * call that also confirms them. False when the link is already closed.
+     * Called without mu_ or lm_ held.
+     */
+    bool link_publish(OutPub *pubs, size_t n)
     {
-        if (signalled_)
+        if (engine_) {
+            std::vector<std::array<char, 16>> hdr(n);
+            std::vector<std::array<std::string_view, 5>> frames(n);
+            std::vector<Msgv> msgs(n);
+            for (size_t i = 0; i < n; ++i) {
+                put_u64(hdr[i].data(), pubs[i].seq);
+                put_u64(hdr[i].data() + 8, static_cast<uint64_t>(pubs[i].ttl));
+                frames[i] = {kPub, std::string_view(hdr[i].data(), 16),
+                             pubs[i].dest, pubs[i].ctype, pubs[i].payload};
+                msgs[i] = Msgv{frames[i].data(), 5};
+            }
+            return engine_->client_send(msgs.data(), n);
+        }
+        std::lock_guard<std::mutex> lk(lm_);
+        if (dealer_ == nullptr)
+            return false;
+        for (size_t i = 0; i < n; ++i) {
+            if (welcomed_) {
+                inflight_.push_back(std::move(pubs[i]));
+                send_pub(inflight_.back());
+            } else {
+                outbox_.push_back(std::move(pubs[i]));
+            }
+        }
+        wake_if_readable();
+        return true;
+    }
+
+    /** Settle deliveries: records of (tag u64, verdict u8). */
+    void link_ack(uint64_t session, const std::string &records)
+    {
+        std::string_view f[2] = {kAck, records};
+        if (engine_) {
+            Msgv m{f, 2};
+            engine_->client_send(&m, 1);
             return;
-        signalled_ = true;
-        lk.unlock();
-        uint64_t one = 1;
-        ssize_t w = ::write(evfd_, &one, sizeof one);
-        (void)w;
-        lk.lock();
+        }
+        std::lock_guard<std::mutex> lk(lm_);
+        // Acks of an older session are void: the engine requeued those.
+        if (dealer_ == nullptr || !welcomed_ ||
+            session != session_.load(std::memory_order_relaxed))
+            return;
+        send_or_queue(f, 2);
+        wake_if_readable();
     }
 
-    void push_cmd(Cmd &&c)
+    /** Server: subscribe the engine's local client (lm_ not held). */
+    void engine_sub(const Sub &sub)
     {
-        std::unique_lock<std::mutex> lk(mu_);
-        cmds_.push_back(std::move(c));
-        signal_locked(lk);
+        char h[12];
+        put_u64(h, sub.id);
+        put_u32(h + 8, sub.prefetch);
+        std::string_view f[3] = {kSub, std::string_view(h, 12), sub.dest};
+        Msgv m{f, 3};
+        engine_->client_send(&m, 1);
     }
 
-    void push_ack(uint64_t session, uint64_t tag, int32_t verdict)
+    /**
+     * Agent, lm_ held, after using the DEALER: that may have consumed the
+     * notification the I/O thread sleeps on, so pass it on when input
+     * waits (or output can go).
+     */
+    void wake_if_readable()
     {
-        std::unique_lock<std::mutex> lk(mu_);
-        acks_.push_back({session, tag, static_cast<uint8_t>(verdict)});
-        signal_locked(lk);
+        int ev = 0;
+        size_t len = sizeof ev;
+        if (zmq_getsockopt(dealer_, ZMQ_EVENTS, &ev, &len) != 0)
+            return;
+        if ((ev & ZMQ_POLLIN) != 0 ||
+            (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0)) {
+            uint64_t one = 1;
+            ssize_t w = ::write(evfd_, &one, sizeof one);
+            (void)w;
+        }
     }
 
     void start_worker(const std::shared_ptr<Sub> &sub)
@@ -475,6 +546,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     void work(Sub &sub)
     {
         std::deque<Item> batch;
+        std::string acks;
+        uint64_t ack_session = 0;
         for (;;) {
             {
                 std::unique_lock<std::mutex> lk(sub.m);
@@ -506,7 +579,24 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                                 static_cast<int>(v));
                     v = TODD_COMMS_VERDICT_REQUEUE;
                 }
-                push_ack(it.session, it.tag, v);
+                char r[9];
+                put_u64(r, it.tag);
+                r[8] = static_cast<char>(v);
+                if (it.session != ack_session && !acks.empty()) {
+                    link_ack(ack_session, acks);
+                    acks.clear();
+                }
+                ack_session = it.session;
+                acks.append(r, 9);
+                // Settle in slices: the engine sends more as acks arrive.
+                if (acks.size() >= 32 * 9) {
+                    link_ack(ack_session, acks);
+                    acks.clear();
+                }
+            }
+            if (!acks.empty()) {
+                link_ack(ack_session, acks);
+                acks.clear();
             }
             batch.clear();
         }
@@ -522,10 +612,6 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             es.max_held = s_.max_held;
             es.heartbeat_ms = s_.heartbeat_ms;
             es.heartbeat_timeout_ms = s_.heartbeat_timeout_ms;
-            evfd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
-            if (evfd_ < 0)
-                throw Error(TODD_COMMS_E_INTERNAL,
-                            std::string("eventfd: ") + std::strerror(errno));
             LocalClient *self = this;
             engine_ = std::make_unique<Engine>(ctx_, es, host(), self);
             engine_->bind();
@@ -571,39 +657,38 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
 
     void close_sockets()
     {
-        if (mon_ != nullptr) {
-            zmq_socket_monitor(dealer_, nullptr, 0);
-            zmq_close(mon_);
-            mon_ = nullptr;
+        {
+            // A publish racing with stop finds dealer_ gone under lm_.
+            std::lock_guard<std::mutex> lk(lm_);
+            if (mon_ != nullptr) {
+                zmq_socket_monitor(dealer_, nullptr, 0);
+                zmq_close(mon_);
+                mon_ = nullptr;
+            }
+            if (dealer_ != nullptr) {
+                zmq_close(dealer_);
+                dealer_ = nullptr;
+            }
+            if (evfd_ >= 0) {
+                ::close(evfd_);
+                evfd_ = -1;
+            }
         }
-        if (dealer_ != nullptr) {
-            zmq_close(dealer_);
-            dealer_ = nullptr;
-        }
-        if (engine_) {
+        // The engine object stays until destroy: a racing client call finds
+        // it stopped.
+        if (engine_)
             engine_->stop();
-            engine_.reset();
-        }
         if (ctx_ != nullptr) {
             zmq_ctx_term(ctx_);
             ctx_ = nullptr;
-        }
-        if (evfd_ >= 0) {
-            ::close(evfd_);
-            evfd_ = -1;
         }
     }
 
     // ---- I/O thread -----------------------------------------------------
 
-    /** Send one message to the engine: over the DEALER, or a direct call
-     *  on the engine thread for the server's own client. */
+    /** Agent, lm_ held: send one message to the engine. */
     int link_send(const std::string_view *f, size_t n)
     {
-        if (engine_) {
-            engine_->local_send(Msgv{f, n});
-            return 0;
-        }
         return send_frames(dealer_, f, n);
     }
 
@@ -739,15 +824,11 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                      s_.server ? "engine on " + s_.endpoint : s_.endpoint);
     }
 
-    void on_engine_message(const Msgv &m) override { on_message(m); }
-    int wake_fd() const override { return evfd_; }
-    void on_wake() override
+    /** Server: the engine's answers, under its lock, on any thread. */
+    void on_engine_message(const Msgv &m) override
     {
-        uint64_t v;
-        ssize_t r = ::read(evfd_, &v, sizeof v);
-        (void)r;
-        bool stop = false;
-        process_commands(stop);
+        std::lock_guard<std::mutex> lk(lm_);
+        on_message(m);
     }
 
     void on_message(const Msgv &in)
@@ -830,86 +911,67 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             lost("lost the connection to the engine at " + s_.endpoint);
     }
 
-    /** Hand the callers' commands and the workers' acks to the engine. */
-    void process_commands(bool &stop)
+    /** Agent: time until the next heartbeat or HELLO is due (lm_ held). */
+    long next_timeout() const
     {
-        {
-            std::lock_guard<std::mutex> lk(mu_);
-            cmds_io_.swap(cmds_);
-            acks_io_.swap(acks_);
-            signalled_ = false;
-        }
-        // Acks before commands: an UNSUB must follow its acks_io_.
-        if (!acks_io_.empty()) {
-            ackbuf_.clear();
-            uint64_t cur = session_.load();
-            for (auto &a : acks_io_) {
-                if (a.session != cur)
-                    continue;
-                char r[9];
-                put_u64(r, a.tag);
-                r[8] = static_cast<char>(a.verdict);
-                ackbuf_.append(r, 9);
-            }
-            acks_io_.clear();
-            if (!ackbuf_.empty() && welcomed_) {
-                std::string_view f[2] = {kAck, ackbuf_};
-                send_or_queue(f, 2);
-            }
-        }
-        for (auto &c : cmds_io_) {
-            switch (c.kind) {
-            case Cmd::Pub: {
-                OutPub p{c.id, c.ttl, std::move(c.dest), std::move(c.ctype),
-                         std::move(c.payload)};
-                if (welcomed_) {
-                    inflight_.push_back(std::move(p));
-                    send_pub(inflight_.back());
-                } else {
-                    outbox_.push_back(std::move(p));
-                }
-                break;
-            }
-            case Cmd::Subscribe:
-                io_subs_[c.id] = c.sub;
-                if (welcomed_)
-                    send_sub(*c.sub);
-                break;
-            case Cmd::Unsubscribe:
-                io_subs_.erase(c.id);
-                if (welcomed_) {
-                    char b[8];
-                    put_u64(b, c.id);
-                    std::string_view f[2] = {kUnsub, std::string_view(b, 8)};
-                    send_or_queue(f, 2);
-                }
-                break;
-            case Cmd::Stop: stop = true; break;
-            }
-        }
-        cmds_io_.clear();
+        int64_t due = welcomed_ ? std::min(last_hb_ + s_.heartbeat_ms,
+                                           last_heard_ + s_.heartbeat_timeout_ms)
+                                : last_hello_ + s_.heartbeat_ms;
+        long t = static_cast<long>(std::max<int64_t>(0, due - now_ms()));
+        // Refused sends wait for room: look again soon even if the
+        // notification was taken by a caller.
+        return sendq_.empty() ? t : std::min(t, 10L);
     }
 
+    /** Agent: timers after a round of input (lm_ held). */
+    void on_timers()
+    {
+        int64_t now = now_ms();
+        if (welcomed_) {
+            if (now - last_heard_ > s_.heartbeat_timeout_ms) {
+                lost("no answer from the engine at " + s_.endpoint + " for " +
+                     std::to_string(now - last_heard_) + " ms");
+            } else if (now - last_hb_ >= s_.heartbeat_ms) {
+                last_hb_ = now;
+                std::string_view f[1] = {kHeartbeat};
+                link_send(f, 1);
+            }
+            return;
+        }
+        if (now - last_hello_ >= s_.heartbeat_ms)
+            send_hello();
+        if (!failed_reported_ && now - lost_since_ >= s_.publish_timeout_ms) {
+            failed_reported_ = true;
+            host().state(TODD_COMMS_STATE_FAILED, TODD_COMMS_E_UNAVAILABLE,
+                         "no todd-server engine answers at " + s_.endpoint +
+                             "; still trying");
+        }
+    }
+
+    /**
+     * Agent I/O thread: reads the DEALER and the monitor, reconnects, keeps
+     * time. It polls the DEALER's notification fd rather than the socket so
+     * that callers can send on the socket (under lm_) while it sleeps.
+     */
     void io_run()
     {
-        Frames in;
-        std::string_view buf[Frames::kMax];
-        zmq_pollitem_t items[3] = {{dealer_, 0, ZMQ_POLLIN, 0},
+        int zfd = -1;
+        size_t zlen = sizeof zfd;
+        zmq_getsockopt(dealer_, ZMQ_FD, &zfd, &zlen);
+        zmq_pollitem_t items[3] = {{nullptr, zfd, ZMQ_POLLIN, 0},
                                    {nullptr, evfd_, ZMQ_POLLIN, 0},
                                    {mon_, 0, ZMQ_POLLIN, 0}};
         int nitems = mon_ != nullptr ? 3 : 2;
-        lost_since_ = now_ms();
-        send_hello();
-        bool stop = false;
-        while (!stop) {
-            int64_t now = now_ms();
-            int64_t due = welcomed_
-                              ? std::min(last_hb_ + s_.heartbeat_ms,
-                                         last_heard_ + s_.heartbeat_timeout_ms)
-                              : last_hello_ + s_.heartbeat_ms;
-            long timeout = static_cast<long>(std::max<int64_t>(0, due - now));
-            items[0].events = static_cast<short>(
-                ZMQ_POLLIN | (sendq_.empty() ? 0 : ZMQ_POLLOUT));
+        Frames in;
+        std::string_view buf[Frames::kMax];
+        long timeout;
+        {
+            std::lock_guard<std::mutex> lk(lm_);
+            lost_since_ = now_ms();
+            send_hello();
+            timeout = 0;
+        }
+        while (!stop_io_.load()) {
             if (zmq_poll(items, nitems, timeout) < 0) {
                 if (errno == EINTR)
                     continue;
@@ -922,42 +984,39 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 ssize_t r = ::read(evfd_, &v, sizeof v);
                 (void)r;
             }
-            process_commands(stop);
+            if (stop_io_.load())
+                break;
+            std::lock_guard<std::mutex> lk(lm_);
             if (!sendq_.empty())
                 flush_sendq();
-            for (int i = 0; i < 4096; ++i) {
+            bool more = false;
+            for (int i = 0;; ++i) {
+                if (i == 4096) {
+                    more = true; // let callers in, then carry on
+                    break;
+                }
                 if (!in.recv(dealer_, ZMQ_DONTWAIT))
                     break;
                 on_message(views(in, buf));
             }
             while (mon_ != nullptr && in.recv(mon_, ZMQ_DONTWAIT))
                 on_monitor(in);
-            now = now_ms();
-            if (welcomed_) {
-                if (now - last_heard_ > s_.heartbeat_timeout_ms) {
-                    lost("no answer from the engine at " + s_.endpoint +
-                         " for " + std::to_string(now - last_heard_) + " ms");
-                } else if (now - last_hb_ >= s_.heartbeat_ms) {
-                    last_hb_ = now;
-                    std::string_view f[1] = {kHeartbeat};
-                    link_send(f, 1);
-                }
-            } else {
-                if (now - last_hello_ >= s_.heartbeat_ms)
-                    send_hello();
-                if (!failed_reported_ &&
-                    now - lost_since_ >= s_.publish_timeout_ms) {
-                    failed_reported_ = true;
-                    host().state(TODD_COMMS_STATE_FAILED,
-                                 TODD_COMMS_E_UNAVAILABLE,
-                                 "no todd-server engine answers at " +
-                                     s_.endpoint + "; still trying");
-                }
+            on_timers();
+            if (!more) {
+                int ev = 0;
+                size_t len = sizeof ev;
+                more = zmq_getsockopt(dealer_, ZMQ_EVENTS, &ev, &len) == 0 &&
+                       ((ev & ZMQ_POLLIN) != 0 ||
+                        (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0));
             }
+            timeout = more ? 0 : next_timeout();
         }
-        if (welcomed_) {
-            std::string_view f[1] = {kBye};
-            link_send(f, 1);
+        {
+            std::lock_guard<std::mutex> lk(lm_);
+            if (welcomed_) {
+                std::string_view f[1] = {kBye};
+                link_send(f, 1);
+            }
         }
         fail_pending();
     }
@@ -990,11 +1049,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     std::atomic<bool> started_{false};
     bool stopped_ = false;
 
-    // Shared between callers, workers and the I/O thread, under mu_.
+    // Publish waiters, under mu_ (taken after lm_, never before it).
     std::mutex mu_;
-    std::vector<Cmd> cmds_;
-    std::vector<AckRec> acks_;
-    bool signalled_ = false;
     bool io_done_ = false;
     uint64_t next_seq_ = 0;
     std::unordered_map<uint64_t, std::pair<Waiter *, uint32_t>> pending_;
@@ -1005,15 +1061,17 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
 
     // Current connection session; deliveries of older ones are stale.
     std::atomic<uint64_t> session_{1};
+    std::atomic<bool> stop_io_{false};
 
-    // I/O thread only.
+    // The link, under lm_: the DEALER and what it carries (agent), the
+    // subscriptions deliveries are routed to (both roles). Server: the
+    // engine calls in with its own lock held, so lm_ is never held while
+    // calling the engine.
+    std::mutex lm_;
     std::unordered_map<uint64_t, std::shared_ptr<Sub>> io_subs_;
     std::deque<OutPub> inflight_; // sent, not yet confirmed, in seq order
     std::deque<OutPub> outbox_;   // waiting for a connection
     std::deque<std::vector<std::string>> sendq_;
-    std::vector<Cmd> cmds_io_;
-    std::vector<AckRec> acks_io_;
-    std::string ackbuf_;
     bool welcomed_ = false;
     bool failed_reported_ = false;
     uint64_t engine_epoch_ = 0;

@@ -255,6 +255,11 @@ TEST_F(ZeroMq, CompetingConsumersEachMessageOnce)
     auto s1 = a1->subscribe(q, i1.handler(), 10);
     auto s2 = a2->subscribe(q, i2.handler(), 10);
     auto s3 = server_->subscribe(q, i3.handler(), 10);
+    // Subscribing is asynchronous; a confirmed publish from the same
+    // instance comes after its SUB on the link, so all three consume
+    // before the batch goes out.
+    for (auto *t : {a1.get(), a2.get()})
+        t->publish(queue("compete-sync"), "sync");
     const int n = 300;
     std::vector<std::pair<std::string, std::string>> batch;
     for (int k = 0; k < n; ++k)
