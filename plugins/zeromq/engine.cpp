@@ -67,6 +67,8 @@ void Engine::start()
                s_.max_held);
     {
         std::lock_guard<std::mutex> lk(em_);
+        size_t len = sizeof zfd_;
+        zmq_getsockopt(router_, ZMQ_FD, &zfd_, &len);
         running_ = true;
     }
     thread_ = std::thread([this] { run(); });
@@ -177,14 +179,10 @@ void Engine::run()
     // so that clients may use the socket (under em_) while this thread
     // sleeps. That fd only says "look again": the socket is drained until
     // EAGAIN, and ZMQ_EVENTS is checked after every use of the socket.
-    int zfd = -1;
-    size_t zlen = sizeof zfd;
-    zmq_getsockopt(router_, ZMQ_FD, &zfd, &zlen);
-    zmq_pollitem_t items[3] = {{nullptr, zfd, ZMQ_POLLIN, 0},
+    zmq_pollitem_t items[3] = {{nullptr, zfd_, ZMQ_POLLIN, 0},
                                {nullptr, stop_fd_, ZMQ_POLLIN, 0},
                                {nullptr, kick_fd_, ZMQ_POLLIN, 0}};
     bool more = true; // input may be waiting already
-    std::string_view buf[Frames::kMax];
     for (;;) {
         int64_t now = now_ms();
         long timeout =
@@ -205,39 +203,82 @@ void Engine::run()
             ssize_t r = ::read(kick_fd_, &v, sizeof v);
             (void)r;
         }
+        {
+            std::lock_guard<std::mutex> lk(em_);
+            if (local_ != nullptr)
+                local_->batch_begin();
+            more = drain_locked();
+            now = now_ms();
+            if (now >= next_timer) {
+                sweep(now);
+                reap_dead();
+                next_timer = now + tick;
+            }
+        }
+        // Deliveries the local client collected run here, unlocked; a
+        // stand-in may read the ROUTER meanwhile, so look again after.
+        if (local_ != nullptr && local_->batch_end())
+            more = true;
+    }
+}
+
+bool Engine::drain_locked()
+{
+    std::string_view buf[Frames::kMax];
+    now_ = now_ms();
+    bool more = false;
+    for (int i = 0;; ++i) {
+        if (i == 4096) {
+            more = true; // let clients in, then carry on
+            break;
+        }
+        if (!in_.recv(router_, ZMQ_DONTWAIT))
+            break;
+        Msgv m = views(in_, buf);
+        if (m.n == 0) {
+            host_.logf(TODD_COMMS_LOG_WARN,
+                       "engine dropped a malformed message (%zu frames)",
+                       in_.count());
+            continue;
+        }
+        handle(m, now_);
+    }
+    flush_confirms();
+    reap_dead();
+    if (!more) {
+        int ev = 0;
+        size_t len = sizeof ev;
+        more = zmq_getsockopt(router_, ZMQ_EVENTS, &ev, &len) == 0 &&
+               (ev & ZMQ_POLLIN) != 0;
+    }
+    return more;
+}
+
+void Engine::poll_once(long timeout_ms, int extra_fd)
+{
+    zmq_pollitem_t items[3] = {{nullptr, zfd_, ZMQ_POLLIN, 0},
+                               {nullptr, kick_fd_, ZMQ_POLLIN, 0},
+                               {nullptr, extra_fd, ZMQ_POLLIN, 0}};
+    {
         std::lock_guard<std::mutex> lk(em_);
-        now_ = now_ms();
-        more = false;
-        for (int i = 0;; ++i) {
-            if (i == 4096) {
-                more = true; // let clients in, then carry on
-                break;
-            }
-            if (!in_.recv(router_, ZMQ_DONTWAIT))
-                break;
-            Msgv m = views(in_, buf);
-            if (m.n == 0) {
-                host_.logf(TODD_COMMS_LOG_WARN,
-                           "engine dropped a malformed message (%zu frames)",
-                           in_.count());
-                continue;
-            }
-            handle(m, now_);
-        }
-        flush_confirms();
-        reap_dead();
-        now = now_ms();
-        if (now >= next_timer) {
-            sweep(now);
-            reap_dead();
-            next_timer = now + tick;
-        }
-        if (!more) {
-            int ev = 0;
-            size_t len = sizeof ev;
-            more = zmq_getsockopt(router_, ZMQ_EVENTS, &ev, &len) == 0 &&
-                   (ev & ZMQ_POLLIN) != 0;
-        }
+        if (!running_)
+            return;
+    }
+    if (zmq_poll(items, 3, timeout_ms) < 0)
+        return;
+    std::lock_guard<std::mutex> lk(em_);
+    if (!running_)
+        return;
+    if (items[1].revents != 0) {
+        uint64_t v;
+        ssize_t r = ::read(kick_fd_, &v, sizeof v);
+        (void)r;
+    }
+    if (drain_locked()) {
+        // Leave the rest to the next call, and say so to the engine thread.
+        uint64_t one = 1;
+        ssize_t w = ::write(kick_fd_, &one, sizeof one);
+        (void)w;
     }
 }
 

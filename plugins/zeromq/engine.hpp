@@ -42,6 +42,11 @@ class LocalClient {
      *  lock held, on whichever thread is running the engine at that moment:
      *  it must not call back into the engine. */
     virtual void on_engine_message(const Msgv &m) = 0;
+    /** Engine thread, lock held: a batch of input is about to be read. */
+    virtual void batch_begin() {}
+    /** Engine thread, lock released: the batch is done (the client may
+     *  now deliver what it collected). True when it did any work. */
+    virtual bool batch_end() { return false; }
 };
 
 class Engine {
@@ -68,6 +73,12 @@ class Engine {
      * this returns. False when the engine is not running.
      */
     bool client_send(const Msgv *msgs, size_t n);
+    /**
+     * Any thread but the engine's: read and handle one batch of input, for
+     * a stand-in while the engine thread is busy in a delivery. Waits up to
+     * timeout_ms for input or for extra_fd to become readable.
+     */
+    void poll_once(long timeout_ms, int extra_fd);
 
   private:
     struct Msg {
@@ -132,6 +143,7 @@ class Engine {
     bool send(Peer &p, const std::string_view *frames, size_t n);
 
     void wake_if_readable();
+    bool drain_locked(); // true when input is left to read
 
     // em_ guards the ROUTER socket and every field below it: the engine
     // thread takes it for each batch it reads, client_send for its call.
@@ -140,6 +152,7 @@ class Engine {
     std::mutex em_;
     bool running_ = false;
     int kick_fd_ = -1; // wakes the engine thread when the ROUTER has input
+    int zfd_ = -1;     // the ROUTER's notification fd
 
     void *ctx_;
     EngineSettings s_;
@@ -150,7 +163,7 @@ class Engine {
     uint64_t epoch_ = 0;
     uint64_t next_tag_ = 0;
 
-    Frames in_; // current message (engine thread only)
+    Frames in_; // current message
     LocalClient *local_ = nullptr;
     std::unordered_map<std::string, std::unique_ptr<Peer>> peers_;
     std::unordered_map<std::string, std::unique_ptr<Queue>> queues_;

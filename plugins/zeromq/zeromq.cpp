@@ -4,16 +4,19 @@
 // engine (engine.cpp) and calls it directly. Callers send on the socket
 // themselves, under a lock, instead of handing work to another thread: on a
 // small machine every thread wake-up costs more than the rest of a round
-// trip. The I/O thread only reads, reconnects and keeps time. Deliveries run
-// on one worker thread per subscription, so a blocked deliver never stalls
-// publishing. docs/zeromq.md describes the design and the differences from
-// RabbitMQ.
+// trip. For the same reason the thread that reads a delivery (agent I/O
+// thread, server engine thread) makes it itself when the subscription is
+// idle; otherwise the subscription's worker thread does. A stand-in thread
+// takes over reading when such a delivery runs long, so a blocked deliver
+// never stalls publishing, other subscriptions or heartbeats.
+// docs/zeromq.md describes the design and the differences from RabbitMQ.
 #include "engine.hpp"
 #include "wire.hpp"
 
 #include <todd/comms/sdk.hpp>
 
 #include <sys/eventfd.h>
+#include <sys/timerfd.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -140,9 +143,29 @@ struct Sub {
     std::mutex m;
     std::condition_variable cv;
     std::deque<Item> q;
+    bool delivering = false;  // the worker is delivering a batch
+    bool inline_busy = false; // the reading thread is delivering for it
     std::atomic<bool> closed{false};
     std::thread worker;
 };
+
+/** A delivery the reading thread makes itself, saving a thread hop. */
+struct Inline {
+    std::shared_ptr<Sub> sub;
+    Item item;
+};
+
+// Set while this thread reads a batch as its instance's primary reader:
+// deliveries for idle subscriptions are collected here.
+thread_local std::vector<Inline> *tl_collect = nullptr;
+// Set while this thread makes those deliveries.
+thread_local bool tl_inline = false;
+
+// While deliveries run on the reading thread, a watchdog ticks this often;
+// a delivery still running after a whole tick hands the link to the
+// stand-in reader (so within one to two ticks). Arming a timer for each
+// delivery would cost more than the hop it saves (on a VM, ~20 us).
+constexpr long kWatchdogTickNs = 20'000'000;
 
 /** A caller waiting in publish or publish_batch; lives on its stack. */
 struct Waiter {
@@ -197,7 +220,13 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                         std::string("zmq_ctx_new: ") + zmq_strerror(errno));
         try {
             open_sockets();
+            if (!engine_) {
+                size_t len = sizeof zfd_;
+                zmq_getsockopt(dealer_, ZMQ_FD, &zfd_, &len);
+            }
+            start_rescue();
         } catch (...) {
+            stop_rescue();
             close_sockets();
             throw;
         }
@@ -236,6 +265,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         // I/O thread (agent) or the engine (server) to be confirmed.
         for (auto &kv : subs_)
             stop_worker(*kv.second);
+        // No inline delivery runs any more: the stand-in is not needed.
+        stop_rescue();
         if (engine_) {
             engine_->stop();
             fail_pending();
@@ -278,6 +309,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         uint64_t seq = p.seq;
         // The server's engine confirms before link_publish returns.
         bool sent = link_publish(&p, 1);
+        need_reader();
         std::unique_lock<std::mutex> lk(mu_);
         if (!sent)
             complete_locked(seq, TODD_COMMS_E_STATE, "publish after stop");
@@ -338,6 +370,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 }
             }
             bool sent = link_publish(pubs.data(), pubs.size());
+            need_reader();
             std::unique_lock<std::mutex> lk(mu_);
             if (!sent)
                 for (uint64_t q : seqs)
@@ -479,6 +512,18 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         return true;
     }
 
+    /**
+     * Agent: a publisher is about to wait for its confirmation. Made from
+     * inside a delivery on the I/O thread, nobody would read it until the
+     * watchdog's next ticks: wake the stand-in now. (Other threads wait for
+     * the I/O thread to be back, or for the watchdog.)
+     */
+    void need_reader()
+    {
+        if (!engine_ && tl_inline)
+            kick(rescue_fd_);
+    }
+
     /** Settle deliveries: records of (tag u64, verdict u8). */
     void link_ack(uint64_t session, const std::string &records)
     {
@@ -520,11 +565,10 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         if (zmq_getsockopt(dealer_, ZMQ_EVENTS, &ev, &len) != 0)
             return;
         if ((ev & ZMQ_POLLIN) != 0 ||
-            (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0)) {
-            uint64_t one = 1;
-            ssize_t w = ::write(evfd_, &one, sizeof one);
-            (void)w;
-        }
+            (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0))
+            // Whoever reads: the stand-in while it serves, else the I/O
+            // thread (which also looks again when back from delivering).
+            kick(rescued_.load() ? rescue_fd_ : evfd_);
     }
 
     void start_worker(const std::shared_ptr<Sub> &sub)
@@ -535,71 +579,269 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     void stop_worker(Sub &sub)
     {
         {
-            std::lock_guard<std::mutex> lk(sub.m);
+            std::unique_lock<std::mutex> lk(sub.m);
             sub.closed = true;
+            // An inline delivery for it may be running on the reader.
+            sub.cv.wait(lk, [&] { return !sub.inline_busy; });
         }
         sub.cv.notify_all();
         if (sub.worker.joinable())
             sub.worker.join();
     }
 
+    int32_t deliver_item(const Sub &sub, const Item &it)
+    {
+        todd_comms_message m;
+        m.struct_size = sizeof m;
+        m.flags = it.flags;
+        m.destination = sub.dest.c_str();
+        m.payload = reinterpret_cast<const uint8_t *>(it.payload.data());
+        m.payload_len = it.payload.size();
+        m.content_type = it.ctype.c_str();
+        int32_t v = host().deliver(sub.cookie, m);
+        if (v != TODD_COMMS_VERDICT_ACK && v != TODD_COMMS_VERDICT_REQUEUE &&
+            v != TODD_COMMS_VERDICT_REJECT) {
+            host().logf(TODD_COMMS_LOG_WARN,
+                        "deliver returned unknown verdict %d; requeueing",
+                        static_cast<int>(v));
+            v = TODD_COMMS_VERDICT_REQUEUE;
+        }
+        return v;
+    }
+
+    /** Collects ack records and sends them in slices. */
+    struct Acks {
+        std::string recs;
+        uint64_t session = 0;
+    };
+
+    void add_ack(Acks &a, const Item &it, int32_t v)
+    {
+        if (it.session != a.session && !a.recs.empty()) {
+            link_ack(a.session, a.recs);
+            a.recs.clear();
+        }
+        a.session = it.session;
+        char r[9];
+        put_u64(r, it.tag);
+        r[8] = static_cast<char>(v);
+        a.recs.append(r, 9);
+        // Settle in slices: the engine sends more as acks arrive.
+        if (a.recs.size() >= 32 * 9)
+            flush_acks(a);
+    }
+
+    void flush_acks(Acks &a)
+    {
+        if (!a.recs.empty()) {
+            link_ack(a.session, a.recs);
+            a.recs.clear();
+        }
+    }
+
     void work(Sub &sub)
     {
         std::deque<Item> batch;
-        std::string acks;
-        uint64_t ack_session = 0;
+        Acks acks;
         for (;;) {
             {
                 std::unique_lock<std::mutex> lk(sub.m);
-                sub.cv.wait(lk, [&] { return sub.closed || !sub.q.empty(); });
+                sub.delivering = false;
+                sub.cv.wait(lk, [&] {
+                    return sub.closed || (!sub.q.empty() && !sub.inline_busy);
+                });
                 if (sub.closed)
                     return;
                 batch.swap(sub.q);
+                sub.delivering = true;
             }
             for (Item &it : batch) {
                 if (sub.closed.load(std::memory_order_relaxed))
                     break; // the engine requeues the rest on UNSUB
                 if (it.session != session_.load(std::memory_order_acquire))
                     continue; // requeued by the engine when we reconnected
-                todd_comms_message m;
-                m.struct_size = sizeof m;
-                m.flags = it.flags;
-                m.destination = sub.dest.c_str();
-                m.payload =
-                    reinterpret_cast<const uint8_t *>(it.payload.data());
-                m.payload_len = it.payload.size();
-                m.content_type = it.ctype.c_str();
-                int32_t v = host().deliver(sub.cookie, m);
-                if (v != TODD_COMMS_VERDICT_ACK &&
-                    v != TODD_COMMS_VERDICT_REQUEUE &&
-                    v != TODD_COMMS_VERDICT_REJECT) {
-                    host().logf(TODD_COMMS_LOG_WARN,
-                                "deliver returned unknown verdict "
-                                "%d; requeueing",
-                                static_cast<int>(v));
-                    v = TODD_COMMS_VERDICT_REQUEUE;
-                }
-                char r[9];
-                put_u64(r, it.tag);
-                r[8] = static_cast<char>(v);
-                if (it.session != ack_session && !acks.empty()) {
-                    link_ack(ack_session, acks);
-                    acks.clear();
-                }
-                ack_session = it.session;
-                acks.append(r, 9);
-                // Settle in slices: the engine sends more as acks arrive.
-                if (acks.size() >= 32 * 9) {
-                    link_ack(ack_session, acks);
-                    acks.clear();
-                }
+                add_ack(acks, it, deliver_item(sub, it));
             }
-            if (!acks.empty()) {
-                link_ack(ack_session, acks);
-                acks.clear();
-            }
+            flush_acks(acks);
             batch.clear();
         }
+    }
+
+    /**
+     * The primary reader (agent I/O thread, server engine thread), with no
+     * lock held: make the deliveries it collected. A stand-in reads the
+     * link if one of them takes long (or a publisher needs its confirm).
+     */
+    bool deliver_inline(std::vector<Inline> &list)
+    {
+        if (list.empty())
+            return false;
+        inline_seq_.fetch_add(1);
+        primary_inline_.store(true);
+        {
+            std::lock_guard<std::mutex> lk(tick_m_);
+            if (!ticking_) {
+                itimerspec t{};
+                t.it_value.tv_nsec = kWatchdogTickNs;
+                t.it_interval.tv_nsec = kWatchdogTickNs;
+                timerfd_settime(timer_fd_, 0, &t, nullptr);
+                ticking_ = true;
+            }
+        }
+        tl_inline = true;
+        Acks acks;
+        for (Inline &x : list) {
+            if (x.sub->closed.load() ||
+                x.item.session != session_.load(std::memory_order_acquire))
+                continue; // the engine requeues it (UNSUB, new session)
+            add_ack(acks, x.item, deliver_item(*x.sub, x.item));
+        }
+        flush_acks(acks);
+        tl_inline = false;
+        primary_inline_.store(false);
+        if (rescued_.exchange(false))
+            kick(rescue_fd_); // the stand-in goes back to sleep
+        for (Inline &x : list) {
+            Sub &sub = *x.sub;
+            std::lock_guard<std::mutex> lk(sub.m);
+            if (sub.inline_busy) {
+                sub.inline_busy = false;
+                sub.cv.notify_all(); // its worker, or stop_worker
+            }
+        }
+        list.clear();
+        return true;
+    }
+
+    static void kick(int fd)
+    {
+        uint64_t one = 1;
+        ssize_t w = ::write(fd, &one, sizeof one);
+        (void)w;
+    }
+
+    static void drain_fd(int fd)
+    {
+        uint64_t v;
+        ssize_t r = ::read(fd, &v, sizeof v);
+        (void)r;
+    }
+
+    /**
+     * The stand-in reader (and watchdog). Sleeps until a delivery made by
+     * the primary reader is still running after a whole watchdog tick, or a
+     * publisher needs confirmations read meanwhile; then serves the link
+     * until the primary is back, so that publishing, other subscriptions and
+     * heartbeats never wait for a host's handler.
+     */
+    void rescue_run()
+    {
+        Frames in;
+        uint64_t seen = 0; // inline_seq_ at the previous tick
+        for (;;) {
+            zmq_pollitem_t items[2] = {{nullptr, timer_fd_, ZMQ_POLLIN, 0},
+                                       {nullptr, rescue_fd_, ZMQ_POLLIN, 0}};
+            if (zmq_poll(items, 2, -1) < 0 && errno != EINTR)
+                return;
+            if (stop_rescue_.load())
+                return;
+            bool asked = items[1].revents != 0;
+            if (asked)
+                drain_fd(rescue_fd_);
+            if (items[0].revents != 0) {
+                drain_fd(timer_fd_);
+                uint64_t seq = inline_seq_.load();
+                bool same = seq == seen;
+                seen = seq;
+                if (same && !primary_inline_.load()) {
+                    // A whole tick without deliveries: stop ticking.
+                    std::lock_guard<std::mutex> lk(tick_m_);
+                    if (inline_seq_.load() == seq && !primary_inline_.load()) {
+                        itimerspec off{};
+                        timerfd_settime(timer_fd_, 0, &off, nullptr);
+                        ticking_ = false;
+                    }
+                    continue;
+                }
+                // The same delivery as a tick ago is still running.
+                asked = asked || same;
+            }
+            if (!asked || !primary_inline_.load())
+                continue;
+            rescued_.store(true);
+            while (primary_inline_.load() && !stop_rescue_.load()) {
+                if (engine_)
+                    engine_->poll_once(100, rescue_fd_);
+                else
+                    serve_once(in);
+                drain_fd(rescue_fd_);
+            }
+            // A kick meant for whoever reads may have come here as the
+            // primary returned: let it look again.
+            rescued_.store(false);
+            if (!engine_)
+                kick(evfd_);
+        }
+    }
+
+    /** Agent stand-in: one round of reading and timers. */
+    void serve_once(Frames &in)
+    {
+        long timeout;
+        {
+            std::lock_guard<std::mutex> lk(lm_);
+            if (dealer_ == nullptr)
+                return;
+            timeout = std::min(next_timeout(), 100L);
+        }
+        zmq_pollitem_t items[2] = {{nullptr, zfd_, ZMQ_POLLIN, 0},
+                                   {nullptr, rescue_fd_, ZMQ_POLLIN, 0}};
+        if (zmq_poll(items, 2, timeout) < 0)
+            return;
+        std::string_view buf[Frames::kMax];
+        std::lock_guard<std::mutex> lk(lm_);
+        if (dealer_ == nullptr)
+            return;
+        if (!sendq_.empty())
+            flush_sendq();
+        for (int i = 0; i < 4096 && in.recv(dealer_, ZMQ_DONTWAIT); ++i)
+            on_message(views(in, buf));
+        on_timers();
+        kick(evfd_); // the primary looks again when it is back
+    }
+
+    void start_rescue()
+    {
+        rescue_fd_ = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+        timer_fd_ = timerfd_create(CLOCK_MONOTONIC, TFD_CLOEXEC | TFD_NONBLOCK);
+        if (rescue_fd_ < 0 || timer_fd_ < 0)
+            throw Error(TODD_COMMS_E_INTERNAL,
+                        std::string("eventfd/timerfd: ") +
+                            std::strerror(errno));
+        rescue_ = std::thread([this] { rescue_run(); });
+    }
+
+    void stop_rescue()
+    {
+        if (rescue_.joinable()) {
+            stop_rescue_.store(true);
+            kick(rescue_fd_);
+            rescue_.join();
+        }
+        for (int *fd : {&rescue_fd_, &timer_fd_})
+            if (*fd >= 0) {
+                ::close(*fd);
+                *fd = -1;
+            }
+    }
+
+    // Server: the engine thread collects deliveries while it reads...
+    void batch_begin() override { tl_collect = &inline_; }
+    // ... and makes them once it has let go of the engine.
+    bool batch_end() override
+    {
+        tl_collect = nullptr;
+        return deliver_inline(inline_);
     }
 
     // ---- sockets ------------------------------------------------------------
@@ -852,13 +1094,22 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             item.flags = get_u32(h + 16);
             item.ctype.assign(in.view(2));
             item.payload.assign(in.view(3));
-            bool was_empty;
+            bool wake;
             {
                 std::lock_guard<std::mutex> lk(sub.m);
-                was_empty = sub.q.empty();
+                if (tl_collect != nullptr && !sub.closed && sub.q.empty() &&
+                    !sub.delivering) {
+                    // The reader delivers it itself once it has read the
+                    // batch: no hand-off to the worker (later ones of the
+                    // same batch too, in order).
+                    sub.inline_busy = true;
+                    tl_collect->push_back(Inline{it->second, std::move(item)});
+                    return;
+                }
+                wake = sub.q.empty() && !sub.inline_busy;
                 sub.q.push_back(std::move(item));
             }
-            if (was_empty)
+            if (wake)
                 sub.cv.notify_one();
         } else if (cmd == kConfirm) {
             if (n != 2 || in.size(1) % 8 != 0)
@@ -914,9 +1165,10 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     /** Agent: time until the next heartbeat or HELLO is due (lm_ held). */
     long next_timeout() const
     {
-        int64_t due = welcomed_ ? std::min(last_hb_ + s_.heartbeat_ms,
-                                           last_heard_ + s_.heartbeat_timeout_ms)
-                                : last_hello_ + s_.heartbeat_ms;
+        int64_t due = welcomed_
+                          ? std::min(last_hb_ + s_.heartbeat_ms,
+                                     last_heard_ + s_.heartbeat_timeout_ms)
+                          : last_hello_ + s_.heartbeat_ms;
         long t = static_cast<long>(std::max<int64_t>(0, due - now_ms()));
         // Refused sends wait for room: look again soon even if the
         // notification was taken by a caller.
@@ -955,10 +1207,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
      */
     void io_run()
     {
-        int zfd = -1;
-        size_t zlen = sizeof zfd;
-        zmq_getsockopt(dealer_, ZMQ_FD, &zfd, &zlen);
-        zmq_pollitem_t items[3] = {{nullptr, zfd, ZMQ_POLLIN, 0},
+        zmq_pollitem_t items[3] = {{nullptr, zfd_, ZMQ_POLLIN, 0},
                                    {nullptr, evfd_, ZMQ_POLLIN, 0},
                                    {mon_, 0, ZMQ_POLLIN, 0}};
         int nitems = mon_ != nullptr ? 3 : 2;
@@ -986,30 +1235,38 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             }
             if (stop_io_.load())
                 break;
-            std::lock_guard<std::mutex> lk(lm_);
-            if (!sendq_.empty())
-                flush_sendq();
             bool more = false;
-            for (int i = 0;; ++i) {
-                if (i == 4096) {
-                    more = true; // let callers in, then carry on
-                    break;
+            {
+                std::lock_guard<std::mutex> lk(lm_);
+                if (!sendq_.empty())
+                    flush_sendq();
+                tl_collect = &inline_;
+                for (int i = 0;; ++i) {
+                    if (i == 4096) {
+                        more = true; // let callers in, then carry on
+                        break;
+                    }
+                    if (!in.recv(dealer_, ZMQ_DONTWAIT))
+                        break;
+                    on_message(views(in, buf));
                 }
-                if (!in.recv(dealer_, ZMQ_DONTWAIT))
-                    break;
-                on_message(views(in, buf));
+                tl_collect = nullptr;
+                while (mon_ != nullptr && in.recv(mon_, ZMQ_DONTWAIT))
+                    on_monitor(in);
+                on_timers();
+                if (!more) {
+                    int ev = 0;
+                    size_t len = sizeof ev;
+                    more =
+                        zmq_getsockopt(dealer_, ZMQ_EVENTS, &ev, &len) == 0 &&
+                        ((ev & ZMQ_POLLIN) != 0 ||
+                         (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0));
+                }
+                timeout = more ? 0 : next_timeout();
             }
-            while (mon_ != nullptr && in.recv(mon_, ZMQ_DONTWAIT))
-                on_monitor(in);
-            on_timers();
-            if (!more) {
-                int ev = 0;
-                size_t len = sizeof ev;
-                more = zmq_getsockopt(dealer_, ZMQ_EVENTS, &ev, &len) == 0 &&
-                       ((ev & ZMQ_POLLIN) != 0 ||
-                        (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0));
-            }
-            timeout = more ? 0 : next_timeout();
+            // The stand-in may have read meanwhile: look again at once.
+            if (deliver_inline(inline_))
+                timeout = 0;
         }
         {
             std::lock_guard<std::mutex> lk(lm_);
@@ -1062,6 +1319,19 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     // Current connection session; deliveries of older ones are stale.
     std::atomic<uint64_t> session_{1};
     std::atomic<bool> stop_io_{false};
+
+    // Inline delivery by the primary reader, and its stand-in.
+    std::vector<Inline> inline_; // primary reader only
+    std::thread rescue_;
+    int rescue_fd_ = -1; // wakes the stand-in
+    int timer_fd_ = -1;  // the watchdog tick, while deliveries run inline
+    int zfd_ = -1;       // agent: the DEALER's notification fd
+    std::atomic<bool> primary_inline_{false};
+    std::atomic<uint64_t> inline_seq_{0}; // inline delivery rounds begun
+    std::mutex tick_m_;                   // guards ticking_ and arming
+    bool ticking_ = false;
+    std::atomic<bool> rescued_{false};
+    std::atomic<bool> stop_rescue_{false};
 
     // The link, under lm_: the DEALER and what it carries (agent), the
     // subscriptions deliveries are routed to (both roles). Server: the

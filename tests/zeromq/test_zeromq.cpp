@@ -472,6 +472,85 @@ TEST_F(ZeroMq, PublishProgressesWhileADeliverIsBlocked)
     EXPECT_TRUE(got);
 }
 
+/** A handler that blocks until opened. */
+class Gate {
+  public:
+    DeliveryHandler handler()
+    {
+        return [this](const Delivery &) {
+            std::unique_lock lock(m_);
+            inside_ = true;
+            cv_.notify_all();
+            cv_.wait(lock, [&] { return open_; });
+            return Verdict::ack;
+        };
+    }
+    bool wait_inside()
+    {
+        std::unique_lock lock(m_);
+        return cv_.wait_for(lock, 20s, [&] { return inside_; });
+    }
+    void open()
+    {
+        std::lock_guard lock(m_);
+        open_ = true;
+        cv_.notify_all();
+    }
+    ~Gate() { open(); }
+
+  private:
+    std::mutex m_;
+    std::condition_variable cv_;
+    bool inside_ = false, open_ = false;
+};
+
+// The server's deliveries run on its engine thread when they can: one that
+// blocks must not stall the engine for the agents or the server's own
+// publishing.
+TEST_F(ZeroMq, ServerDeliverBlockedEngineCarriesOn)
+{
+    auto a = agent();
+    const std::string q = queue("srv-blocked"), other = queue("srv-other"),
+                      to_agent = queue("srv-to-agent");
+    Gate gate;
+    auto s1 = server_->subscribe(q, gate.handler());
+    Inbox srv_in, agent_in;
+    auto s2 = server_->subscribe(other, srv_in.handler());
+    auto s3 = a->subscribe(to_agent, agent_in.handler());
+    a->publish(q, "block");
+    ASSERT_TRUE(gate.wait_inside());
+    a->publish(other, "agent to server");
+    server_->publish(to_agent, "server to agent");
+    a->publish(to_agent, "agent to agent");
+    EXPECT_TRUE(srv_in.wait_for(1, 5s));
+    EXPECT_TRUE(agent_in.wait_for(2, 5s));
+    gate.open();
+}
+
+// A deliver blocked for longer than the heartbeat timeout: the stand-in
+// keeps the link alive, so the engine neither drops the agent nor hands its
+// unacknowledged message to another consumer.
+TEST_F(ZeroMq, DeliverBlockedPastHeartbeatTimeoutKeepsTheLink)
+{
+    States states; // outlives t, which reports to it until stopped
+    auto t = agent();
+    states.attach(*t);
+    const std::string q = queue("long-block");
+    Gate gate;
+    auto s = t->subscribe(q, gate.handler());
+    t->publish(q, "long");
+    ASSERT_TRUE(gate.wait_inside());
+    auto other = agent();
+    Inbox in;
+    auto o = other->subscribe(q, in.handler());
+    std::this_thread::sleep_for(1500ms); // heartbeat_timeout_ms is 1000
+    t->publish(queue("long-block-side"), "published while blocked");
+    gate.open();
+    std::this_thread::sleep_for(300ms);
+    EXPECT_EQ(in.size(), 0u) << "the blocked message was requeued";
+    EXPECT_FALSE(states.wait(LinkState::reconnecting, 1, 10ms));
+}
+
 TEST(ZeroMqBound, FullNamesTheDestinationAndBatchFillsStatuses)
 {
     std::string ep = "tcp://127.0.0.1:" + std::to_string(free_port());
