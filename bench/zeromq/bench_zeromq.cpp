@@ -10,6 +10,7 @@
 // the consumer/responder the server-role instance (the ToDD task and
 // response path). rabbitmq: two instances on a private rabbitmq-server
 // started here (skipped, with the reason, when it cannot be).
+// Two floors in the same run: a bare libzmq echo, and a thread hand-off.
 // Prints the ratios against RabbitMQ at the end; see docs/benchmarks/zeromq.md.
 #include <todd/core/log.hpp>
 #include <todd/core/transport.hpp>
@@ -270,15 +271,64 @@ void RoundTripFloor(benchmark::State &st)
     results["zmq-floor"].p99_us = pct(0.99);
 }
 
+/**
+ * What a thread hand-off costs on this machine, same run: two threads pass
+ * a token back and forth through a condition variable (two wake-ups per
+ * exchange). A transport's round trip is a chain of such wake-ups.
+ */
+void RoundTripThreadWake(benchmark::State &st)
+{
+    std::mutex m;
+    std::condition_variable cv;
+    int turn = 0; // 1: the echo thread's, 0: ours, -1: stop
+    std::thread echo([&] {
+        std::unique_lock lock(m);
+        for (;;) {
+            cv.wait(lock, [&] { return turn != 0; });
+            if (turn < 0)
+                return;
+            turn = 0;
+            cv.notify_all();
+        }
+    });
+    std::vector<double> us;
+    for (auto _ : st) {
+        auto t0 = Clock::now();
+        {
+            std::unique_lock lock(m);
+            turn = 1;
+            cv.notify_all();
+            cv.wait(lock, [&] { return turn == 0; });
+        }
+        us.push_back(
+            std::chrono::duration<double, std::micro>(Clock::now() - t0)
+                .count());
+    }
+    {
+        std::lock_guard lock(m);
+        turn = -1;
+    }
+    cv.notify_all();
+    echo.join();
+    std::sort(us.begin(), us.end());
+    auto pct = [&](double q) {
+        return us[std::min(us.size() - 1, size_t(q * double(us.size())))];
+    };
+    st.counters["p50_us"] = pct(0.50);
+    st.counters["p99_us"] = pct(0.99);
+    results["thread-wake"].p50_us = pct(0.50);
+    results["thread-wake"].p99_us = pct(0.99);
+}
+
 void summary()
 {
-    std::printf("\n%-10s %14s %10s %10s\n", "transport", "msg/s", "p50 us",
+    std::printf("\n%-11s %14s %10s %10s\n", "transport", "msg/s", "p50 us",
                 "p99 us");
     for (auto &[name, r] : results)
-        std::printf("%-10s %14.0f %10.1f %10.1f\n", name.c_str(), r.msgs_per_s,
+        std::printf("%-11s %14.0f %10.1f %10.1f\n", name.c_str(), r.msgs_per_s,
                     r.p50_us, r.p99_us);
     for (auto &[name, why] : missing)
-        std::printf("%-10s skipped: %s\n", name.c_str(), why.c_str());
+        std::printf("%-11s skipped: %s\n", name.c_str(), why.c_str());
     auto z = results.find("zeromq"), r = results.find("rabbitmq");
     if (z != results.end() && r != results.end() && r->second.msgs_per_s > 0)
         std::printf("\nthroughput zeromq / rabbitmq: %.1fx (goal >= 5x)\n"
@@ -325,6 +375,10 @@ int main(int argc, char **argv)
         ->Unit(benchmark::kMicrosecond)
         ->UseRealTime()
         ->MinTime(2.0);
+    benchmark::RegisterBenchmark("RoundTrip/thread-wake", RoundTripThreadWake)
+        ->Unit(benchmark::kMicrosecond)
+        ->UseRealTime()
+        ->MinTime(1.0);
     benchmark::RunSpecifiedBenchmarks();
     benchmark::Shutdown();
     summary();
