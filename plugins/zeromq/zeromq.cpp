@@ -168,6 +168,10 @@ thread_local bool tl_inline = false;
 // a shorter tick shows in the round trip's p99 (20 ms: +20-30 us).
 constexpr long kWatchdogTickNs = 100'000'000;
 
+// How long acks of deliveries made on the agent's I/O thread may wait for a
+// message to travel with (flush_held_acks).
+constexpr int64_t kAckHoldMs = 1;
+
 /** A caller waiting in publish or publish_batch; lives on its stack. */
 struct Waiter {
     std::condition_variable cv;
@@ -525,8 +529,10 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             kick(rescue_fd_);
     }
 
-    /** Settle deliveries: records of (tag u64, verdict u8). */
-    void link_ack(uint64_t session, const std::string &records)
+    /** Settle deliveries: records of (tag u64, verdict u8). hold: made on
+     *  the agent's I/O thread, which sends them by kAckHoldMs. */
+    void link_ack(uint64_t session, const std::string &records,
+                  bool hold = false)
     {
         std::string_view f[2] = {kAck, records};
         if (engine_) {
@@ -539,6 +545,14 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         if (dealer_ == nullptr || !welcomed_ ||
             session != session_.load(std::memory_order_relaxed))
             return;
+        if (hold) {
+            if (held_acks_.empty())
+                held_since_ = now_ms();
+            held_acks_ += records;
+            if (held_acks_.size() >= 32 * 9)
+                flush_held_acks(); // the engine sends more as acks arrive
+            return;
+        }
         send_or_queue(f, 2);
         wake_if_readable();
     }
@@ -632,10 +646,10 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             flush_acks(a);
     }
 
-    void flush_acks(Acks &a)
+    void flush_acks(Acks &a, bool hold = false)
     {
         if (!a.recs.empty()) {
-            link_ack(a.session, a.recs);
+            link_ack(a.session, a.recs, hold);
             a.recs.clear();
         }
     }
@@ -697,7 +711,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 continue; // the engine requeues it (UNSUB, new session)
             add_ack(acks, x.item, deliver_item(*x.sub, x.item));
         }
-        flush_acks(acks);
+        flush_acks(acks, !engine_);
         tl_inline = false;
         primary_inline_.store(false);
         if (rescued_.exchange(false))
@@ -938,6 +952,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     /** Send now, or queue behind earlier messages the socket refused. */
     void send_or_queue(const std::string_view *f, size_t n)
     {
+        if (f[0] != kAck)
+            flush_held_acks();
         if (sendq_.empty()) {
             int e = link_send(f, n);
             if (e == 0)
@@ -949,6 +965,22 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             }
         }
         sendq_.emplace_back(f, f + n);
+    }
+
+    /**
+     * Agent, lm_ held: send the acks of deliveries made on the I/O thread.
+     * They are held back for up to kAckHoldMs so that, in a request/reply
+     * flow, they travel with the next message instead of waking the
+     * engine (and libzmq's I/O threads) once more on their own.
+     */
+    void flush_held_acks()
+    {
+        if (held_acks_.empty())
+            return;
+        std::string recs;
+        recs.swap(held_acks_);
+        std::string_view f[2] = {kAck, recs};
+        send_or_queue(f, 2);
     }
 
     void flush_sendq()
@@ -1003,6 +1035,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         // requeues it when we say HELLO again.
         session_.fetch_add(1, std::memory_order_acq_rel);
         sendq_.clear();
+        held_acks_.clear(); // void in the new session
         lost_since_ = now_ms();
         failed_reported_ = false;
         host().logf(TODD_COMMS_LOG_WARN, "%s; reconnecting", why.c_str());
@@ -1037,6 +1070,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         welcomed_ = true;
         last_heard_ = now_ms();
         sendq_.clear();
+        held_acks_.clear(); // void in the new session
         if (engine_epoch_ != 0 && epoch != engine_epoch_)
             host().logf(TODD_COMMS_LOG_INFO,
                         "engine at %s restarted: subscribing %zu "
@@ -1170,6 +1204,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                           ? std::min(last_hb_ + s_.heartbeat_ms,
                                      last_heard_ + s_.heartbeat_timeout_ms)
                           : last_hello_ + s_.heartbeat_ms;
+        if (!held_acks_.empty())
+            due = std::min(due, held_since_ + kAckHoldMs);
         long t = static_cast<long>(std::max<int64_t>(0, due - now_ms()));
         // Refused sends wait for room: look again soon even if the
         // notification was taken by a caller.
@@ -1180,6 +1216,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     void on_timers()
     {
         int64_t now = now_ms();
+        if (!held_acks_.empty() && now - held_since_ >= kAckHoldMs)
+            flush_held_acks();
         if (welcomed_) {
             if (now - last_heard_ > s_.heartbeat_timeout_ms) {
                 lost("no answer from the engine at " + s_.endpoint + " for " +
@@ -1272,6 +1310,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         {
             std::lock_guard<std::mutex> lk(lm_);
             if (welcomed_) {
+                flush_held_acks();
                 std::string_view f[1] = {kBye};
                 link_send(f, 1);
             }
@@ -1343,6 +1382,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     std::deque<OutPub> inflight_; // sent, not yet confirmed, in seq order
     std::deque<OutPub> outbox_;   // waiting for a connection
     std::deque<std::vector<std::string>> sendq_;
+    std::string held_acks_; // see flush_held_acks
+    int64_t held_since_ = 0;
     bool welcomed_ = false;
     bool failed_reported_ = false;
     uint64_t engine_epoch_ = 0;

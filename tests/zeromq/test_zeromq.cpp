@@ -756,6 +756,29 @@ TEST_F(ZeroMq, KilledConsumersUnackedMessagesGoToAnother)
     EXPECT_EQ(got, (std::set<std::string>{"m0", "m1", "m2"}));
 }
 
+// Acks of deliveries made on an agent's I/O thread wait briefly for a
+// message to travel with; with none coming they still reach the engine,
+// so a consumer killed afterwards does not get its settled message
+// redelivered.
+TEST_F(ZeroMq, HeldAcksOfAnIdleAgentReachTheEngine)
+{
+    const std::string q = queue("acked");
+    Child helper({ZEROMQ_HELPER, ZEROMQ_DIR, endpoint_, q, "ack"});
+    ASSERT_EQ(helper.line(), "ready");
+    server_->publish(q, "m0");
+    ASSERT_EQ(helper.line(), "got m0");
+    std::this_thread::sleep_for(200ms); // the agent says nothing more
+    helper.kill9();
+    Inbox in;
+    auto s = server_->subscribe(q, in.handler());
+    server_->publish(q, "m1");
+    ASSERT_TRUE(in.wait_for(1));
+    // The engine notices the dead agent within heartbeat_timeout_ms (1 s)
+    // and would requeue m0 then, had its ack not arrived.
+    EXPECT_FALSE(in.wait_for(2, 2500ms));
+    EXPECT_EQ(in.all()[0].payload, "m1");
+}
+
 TEST_F(ZeroMq, MalformedCommandsAreDroppedNotFatal)
 {
     // A raw DEALER (not the plugin) sends garbage to the engine.
