@@ -63,6 +63,22 @@ struct Result {
 };
 std::map<std::string, Result> results;
 
+/** p50 / p99 of a round trip's samples, as counters and for the summary. */
+void report_latency(benchmark::State &st, const std::string &name,
+                    std::vector<double> &us)
+{
+    if (us.empty())
+        return;
+    std::sort(us.begin(), us.end());
+    auto pct = [&](double q) {
+        return us[std::min(us.size() - 1, size_t(q * double(us.size())))];
+    };
+    st.counters["p50_us"] = pct(0.50);
+    st.counters["p99_us"] = pct(0.99);
+    results[name].p50_us = pct(0.50);
+    results[name].p99_us = pct(0.99);
+}
+
 std::string unique_queue(const std::string &base)
 {
     static std::atomic<int> n{0};
@@ -202,16 +218,7 @@ void RoundTrip(benchmark::State &st, const std::string &name)
             std::chrono::duration<double, std::micro>(Clock::now() - t0)
                 .count());
     }
-    std::sort(us.begin(), us.end());
-    auto pct = [&](double q) {
-        return us.empty()
-                   ? 0.0
-                   : us[std::min(us.size() - 1, size_t(q * double(us.size())))];
-    };
-    st.counters["p50_us"] = pct(0.50);
-    st.counters["p99_us"] = pct(0.99);
-    results[name].p50_us = pct(0.50);
-    results[name].p99_us = pct(0.99);
+    report_latency(st, name, us);
 }
 
 /**
@@ -261,14 +268,7 @@ void RoundTripFloor(benchmark::State &st)
     zmq_close(dealer);
     zmq_close(router);
     zmq_ctx_term(ctx);
-    std::sort(us.begin(), us.end());
-    auto pct = [&](double q) {
-        return us[std::min(us.size() - 1, size_t(q * double(us.size())))];
-    };
-    st.counters["p50_us"] = pct(0.50);
-    st.counters["p99_us"] = pct(0.99);
-    results["zmq-floor"].p50_us = pct(0.50);
-    results["zmq-floor"].p99_us = pct(0.99);
+    report_latency(st, "zmq-floor", us);
 }
 
 /**
@@ -310,14 +310,7 @@ void RoundTripThreadWake(benchmark::State &st)
     }
     cv.notify_all();
     echo.join();
-    std::sort(us.begin(), us.end());
-    auto pct = [&](double q) {
-        return us[std::min(us.size() - 1, size_t(q * double(us.size())))];
-    };
-    st.counters["p50_us"] = pct(0.50);
-    st.counters["p99_us"] = pct(0.99);
-    results["thread-wake"].p50_us = pct(0.50);
-    results["thread-wake"].p99_us = pct(0.99);
+    report_latency(st, "thread-wake", us);
 }
 
 void summary()

@@ -224,25 +224,15 @@ void Engine::run()
 
 bool Engine::drain_locked()
 {
-    std::string_view buf[Frames::kMax];
     now_ = now_ms();
-    bool more = false;
-    for (int i = 0;; ++i) {
-        if (i == 4096) {
-            more = true; // let clients in, then carry on
-            break;
-        }
-        if (!in_.recv(router_, ZMQ_DONTWAIT))
-            break;
-        Msgv m = views(in_, buf);
-        if (m.n == 0) {
+    bool more = drain(router_, in_, [this](const Msgv &m, const Frames &in) {
+        if (m.n == 0)
             host_.logf(TODD_COMMS_LOG_WARN,
                        "engine dropped a malformed message (%zu frames)",
-                       in_.count());
-            continue;
-        }
-        handle(m, now_);
-    }
+                       in.count());
+        else
+            handle(m, now_);
+    });
     flush_confirms();
     reap_dead();
     if (!more) {

@@ -149,6 +149,24 @@ inline Msgv views(const Frames &in, std::string_view (&buf)[Frames::kMax])
 }
 
 /**
+ * Receive and handle messages without blocking, at most `limit` so that
+ * others waiting for the socket's lock get a turn. handle(Msgv, Frames&)
+ * sees no frames (n == 0) for a message with too many. True when the limit
+ * stopped it: more may be waiting.
+ */
+template <typename F>
+bool drain(void *sock, Frames &in, F &&handle, int limit = 4096)
+{
+    std::string_view buf[Frames::kMax];
+    for (int i = 0; i < limit; ++i) {
+        if (!in.recv(sock, ZMQ_DONTWAIT))
+            return false;
+        handle(views(in, buf), in);
+    }
+    return true;
+}
+
+/**
  * Send a message made of n frames without blocking. Returns 0, or the errno
  * of the first frame (EAGAIN when the peer's queue is full or, with
  * ZMQ_IMMEDIATE, when no connection is up). After the first frame is

@@ -813,14 +813,13 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                                    {nullptr, rescue_fd_, ZMQ_POLLIN, 0}};
         if (zmq_poll(items, 2, timeout) < 0)
             return;
-        std::string_view buf[Frames::kMax];
         std::lock_guard<std::mutex> lk(lm_);
         if (dealer_ == nullptr)
             return;
         if (!sendq_.empty())
             flush_sendq();
-        for (int i = 0; i < 4096 && in.recv(dealer_, ZMQ_DONTWAIT); ++i)
-            on_message(views(in, buf));
+        drain(dealer_, in,
+              [this](const Msgv &m, const Frames &) { on_message(m); });
         on_timers();
         kick(evfd_); // the primary looks again when it is back
     }
@@ -1251,7 +1250,6 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                                    {mon_, 0, ZMQ_POLLIN, 0}};
         int nitems = mon_ != nullptr ? 3 : 2;
         Frames in;
-        std::string_view buf[Frames::kMax];
         long timeout;
         {
             std::lock_guard<std::mutex> lk(lm_);
@@ -1280,15 +1278,10 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 if (!sendq_.empty())
                     flush_sendq();
                 tl_collect = &inline_;
-                for (int i = 0;; ++i) {
-                    if (i == 4096) {
-                        more = true; // let callers in, then carry on
-                        break;
-                    }
-                    if (!in.recv(dealer_, ZMQ_DONTWAIT))
-                        break;
-                    on_message(views(in, buf));
-                }
+                more =
+                    drain(dealer_, in, [this](const Msgv &m, const Frames &) {
+                        on_message(m);
+                    });
                 tl_collect = nullptr;
                 while (mon_ != nullptr && in.recv(mon_, ZMQ_DONTWAIT))
                     on_monitor(in);
