@@ -1132,10 +1132,14 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             {
                 std::lock_guard<std::mutex> lk(sub.m);
                 if (tl_collect != nullptr && !sub.closed && sub.q.empty() &&
-                    !sub.delivering) {
+                    !sub.delivering &&
+                    (tl_collect->empty() ||
+                     tl_collect->front().sub.get() == &sub)) {
                     // The reader delivers it itself once it has read the
                     // batch: no hand-off to the worker (later ones of the
-                    // same batch too, in order).
+                    // same batch too, in order). One subscription per
+                    // batch, so that a handler that blocks holds up only
+                    // its own subscription: the others go to their workers.
                     sub.inline_busy = true;
                     tl_collect->push_back(Inline{it->second, std::move(item)});
                     return;

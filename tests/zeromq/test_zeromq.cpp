@@ -527,6 +527,27 @@ TEST_F(ZeroMq, ServerDeliverBlockedEngineCarriesOn)
     gate.open();
 }
 
+// Deliveries for two subscriptions: the first one's handler blocks on the
+// reading thread; the second is delivered meanwhile by its worker, whether
+// the two arrive in one read batch (handed over at once) or one after the
+// other (handed over by the stand-in).
+TEST_F(ZeroMq, BlockedHandlerHoldsUpOnlyItsOwnSubscription)
+{
+    auto a = agent();
+    const std::string q1 = queue("held-up"), q2 = queue("not-held-up");
+    Gate gate;
+    Inbox in;
+    auto s1 = a->subscribe(q1, gate.handler());
+    auto s2 = a->subscribe(q2, in.handler());
+    a->publish(queue("held-up-sync"), "sync"); // both SUBs are in
+    // One batch from the engine: both deliveries travel together.
+    for (auto st : server_->publish_batch({{q1, "block"}, {q2, "free"}}))
+        ASSERT_EQ(st, TODD_COMMS_OK);
+    ASSERT_TRUE(gate.wait_inside());
+    EXPECT_TRUE(in.wait_for(1, 5s));
+    gate.open();
+}
+
 // A deliver blocked for longer than the heartbeat timeout: the stand-in
 // keeps the link alive, so the engine neither drops the agent nor hands its
 // unacknowledged message to another consumer.
