@@ -34,6 +34,7 @@ using namespace std::chrono_literals;
 // The Debian package's real scripts; /usr/sbin/* are wrappers that `su` to
 // the rabbitmq user, which puts the node in a session we cannot signal.
 const char *const server_bin = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+const char *const epmd_bin = "/usr/bin/epmd";
 const char *const ctl_bin = "/usr/lib/rabbitmq/bin/rabbitmqctl";
 
 struct Account {
@@ -312,6 +313,9 @@ RabbitmqBroker::RabbitmqBroker(Options opts) : opts_(std::move(opts))
     dist_port_ = free_tcp_port();
     while (dist_port_ == port_)
         dist_port_ = free_tcp_port();
+    epmd_port_ = free_tcp_port();
+    while (epmd_port_ == port_ || epmd_port_ == dist_port_)
+        epmd_port_ = free_tcp_port();
     if (opts_.tls) {
         tls_port_ = free_tcp_port();
         while (tls_port_ == port_ || tls_port_ == dist_port_)
@@ -346,6 +350,12 @@ RabbitmqBroker::~RabbitmqBroker()
 {
     try {
         stop();
+    } catch (...) {
+    }
+    try {
+        // epmd outlives the node that started it: stop our private one.
+        run_impl({epmd_bin, "-port", std::to_string(epmd_port_), "-kill"}, 10s,
+                 env(), rabbitmq_account());
     } catch (...) {
     }
     std::error_code ec;
@@ -396,7 +406,11 @@ std::vector<std::string> RabbitmqBroker::env() const
         "RABBITMQ_ENABLED_PLUGINS_FILE=" + dir_ + "/enabled_plugins",
         "RABBITMQ_CONF_ENV_FILE=" + dir_ + "/rabbitmq-env.conf",
         "RABBITMQ_PID_FILE=" + dir_ + "/node.pid",
+        // The node starts its own epmd on a private port (not the shared
+        // 4369), which the destructor can stop without touching anyone's.
         "ERL_EPMD_ADDRESS=127.0.0.1",
+        "ERL_EPMD_PORT=" + std::to_string(epmd_port_),
+        "ERL_EPMD_RELAXED_COMMAND_CHECK=1",
         "LANG=C.UTF-8",
         "LC_ALL=C.UTF-8",
     };

@@ -142,6 +142,7 @@ class RabbitmqBroker {
     Options opts_;
     std::string dir_, node_;
     int port_ = 0, tls_port_ = 0, dist_port_ = 0;
+    int epmd_port_ = 0; // a private Erlang port mapper, stopped with us
     pid_t pid_ = 0;
     bool as_root_ = false;
 };

@@ -19,7 +19,7 @@ def free_port():
 def main():
     script, comms = sys.argv[1], sys.argv[2]
     env = dict(os.environ)
-    for var in ("API", "STREAM", "ASSETS", "ZMQ", "AMQP", "DIST"):
+    for var in ("API", "STREAM", "ASSETS", "ZMQ", "AMQP", "DIST", "EPMD"):
         env[f"TODD_QS_{var}_PORT"] = str(free_port())
     proc = subprocess.run([script, "--comms", comms], env=env,
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
