@@ -126,11 +126,8 @@ void Engine::bind()
         int e = errno;
         zmq_close(router_);
         router_ = nullptr;
-        for (int *fd : {&stop_fd_, &kick_fd_})
-            if (*fd >= 0) {
-                ::close(*fd);
-                *fd = -1;
-            }
+        close_fd(stop_fd_);
+        close_fd(kick_fd_);
         throw Error(TODD_COMMS_E_INTERNAL,
                     std::string("eventfd: ") + std::strerror(e));
     }
@@ -139,9 +136,7 @@ void Engine::bind()
 void Engine::stop()
 {
     if (thread_.joinable()) {
-        uint64_t one = 1;
-        ssize_t w = ::write(stop_fd_, &one, sizeof one);
-        (void)w;
+        eventfd_kick(stop_fd_);
         thread_.join();
     }
     // Clients may still call in (a publish racing with stop): they find the
@@ -152,11 +147,8 @@ void Engine::stop()
         zmq_close(router_);
         router_ = nullptr;
     }
-    for (int *fd : {&stop_fd_, &kick_fd_})
-        if (*fd >= 0) {
-            ::close(*fd);
-            *fd = -1;
-        }
+    close_fd(stop_fd_);
+    close_fd(kick_fd_);
     size_t held = 0;
     for (auto &q : queues_)
         held += q.second->ready.size();
@@ -198,11 +190,8 @@ void Engine::run()
         }
         if (items[1].revents != 0)
             return;
-        if (items[2].revents != 0) {
-            uint64_t v;
-            ssize_t r = ::read(kick_fd_, &v, sizeof v);
-            (void)r;
-        }
+        if (items[2].revents != 0)
+            eventfd_drain(kick_fd_);
         {
             std::lock_guard<std::mutex> lk(em_);
             if (local_ != nullptr)
@@ -235,13 +224,7 @@ bool Engine::drain_locked()
     });
     flush_confirms();
     reap_dead();
-    if (!more) {
-        int ev = 0;
-        size_t len = sizeof ev;
-        more = zmq_getsockopt(router_, ZMQ_EVENTS, &ev, &len) == 0 &&
-               (ev & ZMQ_POLLIN) != 0;
-    }
-    return more;
+    return more || (socket_events(router_) & ZMQ_POLLIN) != 0;
 }
 
 void Engine::poll_once(long timeout_ms, int extra_fd)
@@ -259,17 +242,10 @@ void Engine::poll_once(long timeout_ms, int extra_fd)
     std::lock_guard<std::mutex> lk(em_);
     if (!running_)
         return;
-    if (items[1].revents != 0) {
-        uint64_t v;
-        ssize_t r = ::read(kick_fd_, &v, sizeof v);
-        (void)r;
-    }
-    if (drain_locked()) {
-        // Leave the rest to the next call, and say so to the engine thread.
-        uint64_t one = 1;
-        ssize_t w = ::write(kick_fd_, &one, sizeof one);
-        (void)w;
-    }
+    if (items[1].revents != 0)
+        eventfd_drain(kick_fd_);
+    if (drain_locked())
+        eventfd_kick(kick_fd_); // the rest at the next call, or the engine's
 }
 
 void Engine::send_to(const std::string &rid, const std::string_view *frames,
@@ -308,14 +284,8 @@ void Engine::wake_if_readable()
 {
     // Using the socket here may have consumed the notification the engine
     // thread sleeps on: hand it on if input is waiting.
-    int ev = 0;
-    size_t len = sizeof ev;
-    if (zmq_getsockopt(router_, ZMQ_EVENTS, &ev, &len) == 0 &&
-        (ev & ZMQ_POLLIN) != 0) {
-        uint64_t one = 1;
-        ssize_t w = ::write(kick_fd_, &one, sizeof one);
-        (void)w;
-    }
+    if ((socket_events(router_) & ZMQ_POLLIN) != 0)
+        eventfd_kick(kick_fd_);
 }
 
 bool Engine::send(Peer &p, const std::string_view *frames, size_t n)

@@ -6,6 +6,7 @@
 #ifndef TODD_ZEROMQ_WIRE_HPP
 #define TODD_ZEROMQ_WIRE_HPP
 
+#include <unistd.h>
 #include <zmq.h>
 
 #include <cerrno>
@@ -146,6 +147,41 @@ inline Msgv views(const Frames &in, std::string_view (&buf)[Frames::kMax])
     for (size_t i = 0; i < n; ++i)
         buf[i] = in.view(i);
     return Msgv{buf, n};
+}
+
+/** Wake whoever polls an eventfd. */
+inline void eventfd_kick(int fd)
+{
+    uint64_t one = 1;
+    ssize_t w = ::write(fd, &one, sizeof one);
+    (void)w;
+}
+
+/** Reset an eventfd (or take a timerfd's expirations). */
+inline void eventfd_drain(int fd)
+{
+    uint64_t v;
+    ssize_t r = ::read(fd, &v, sizeof v);
+    (void)r;
+}
+
+inline void close_fd(int &fd)
+{
+    if (fd >= 0) {
+        ::close(fd);
+        fd = -1;
+    }
+}
+
+/**
+ * The socket's ZMQ_EVENTS, 0 when it cannot tell. Asking also makes libzmq
+ * take the commands behind ZMQ_FD, whose readability it may thereby reset.
+ */
+inline int socket_events(void *sock)
+{
+    int ev = 0;
+    size_t len = sizeof ev;
+    return zmq_getsockopt(sock, ZMQ_EVENTS, &ev, &len) == 0 ? ev : 0;
 }
 
 /**

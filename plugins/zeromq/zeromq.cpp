@@ -8,7 +8,8 @@
 // thread, server engine thread) makes it itself when the subscription is
 // idle; otherwise the subscription's worker thread does. A stand-in thread
 // takes over reading when such a delivery runs long, so a blocked deliver
-// never stalls publishing, other subscriptions or heartbeats.
+// holds up publishing, other subscriptions and heartbeats two watchdog ticks
+// at most.
 // docs/zeromq.md describes the design and the differences from RabbitMQ.
 #include "engine.hpp"
 #include "wire.hpp"
@@ -186,6 +187,35 @@ struct OutPub {
     std::string dest, ctype, payload;
 };
 
+/** A PUB command's frames, pointing into its own header and the OutPub. */
+struct PubFrames {
+    explicit PubFrames(const OutPub &p)
+    {
+        put_u64(h.data(), p.seq);
+        put_u64(h.data() + 8, static_cast<uint64_t>(p.ttl));
+        f = {kPub, std::string_view(h.data(), h.size()), p.dest, p.ctype,
+             p.payload};
+    }
+    PubFrames(const PubFrames &) = delete; // f points into h
+    PubFrames &operator=(const PubFrames &) = delete;
+    std::array<char, 16> h;
+    std::array<std::string_view, 5> f;
+};
+
+/** A SUB command's frames, pointing into its own header and the Sub. */
+struct SubFrames {
+    explicit SubFrames(const Sub &s)
+    {
+        put_u64(h.data(), s.id);
+        put_u32(h.data() + 8, s.prefetch);
+        f = {kSub, std::string_view(h.data(), h.size()), s.dest};
+    }
+    SubFrames(const SubFrames &) = delete; // f points into h
+    SubFrames &operator=(const SubFrames &) = delete;
+    std::array<char, 12> h;
+    std::array<std::string_view, 3> f;
+};
+
 std::string random_id(char prefix)
 {
     std::random_device rd;
@@ -277,9 +307,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             fail_pending();
         } else {
             stop_io_.store(true);
-            uint64_t one = 1;
-            ssize_t w = ::write(evfd_, &one, sizeof one);
-            (void)w;
+            eventfd_kick(evfd_);
             if (io_.joinable())
                 io_.join();
         }
@@ -490,16 +518,11 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     bool link_publish(OutPub *pubs, size_t n)
     {
         if (engine_) {
-            std::vector<std::array<char, 16>> hdr(n);
-            std::vector<std::array<std::string_view, 5>> frames(n);
-            std::vector<Msgv> msgs(n);
-            for (size_t i = 0; i < n; ++i) {
-                put_u64(hdr[i].data(), pubs[i].seq);
-                put_u64(hdr[i].data() + 8, static_cast<uint64_t>(pubs[i].ttl));
-                frames[i] = {kPub, std::string_view(hdr[i].data(), 16),
-                             pubs[i].dest, pubs[i].ctype, pubs[i].payload};
-                msgs[i] = Msgv{frames[i].data(), 5};
-            }
+            std::vector<PubFrames> frames(pubs, pubs + n);
+            std::vector<Msgv> msgs;
+            msgs.reserve(n);
+            for (const PubFrames &f : frames)
+                msgs.push_back(Msgv{f.f.data(), f.f.size()});
             return engine_->client_send(msgs.data(), n);
         }
         std::lock_guard<std::mutex> lk(lm_);
@@ -526,7 +549,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     void need_reader()
     {
         if (!engine_ && tl_inline)
-            kick(rescue_fd_);
+            eventfd_kick(rescue_fd_);
     }
 
     /** Settle deliveries: records of (tag u64, verdict u8). hold: made on
@@ -560,11 +583,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     /** Server: subscribe the engine's local client (lm_ not held). */
     void engine_sub(const Sub &sub)
     {
-        char h[12];
-        put_u64(h, sub.id);
-        put_u32(h + 8, sub.prefetch);
-        std::string_view f[3] = {kSub, std::string_view(h, 12), sub.dest};
-        Msgv m{f, 3};
+        SubFrames f(sub);
+        Msgv m{f.f.data(), f.f.size()};
         engine_->client_send(&m, 1);
     }
 
@@ -575,15 +595,18 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
      */
     void wake_if_readable()
     {
-        int ev = 0;
-        size_t len = sizeof ev;
-        if (zmq_getsockopt(dealer_, ZMQ_EVENTS, &ev, &len) != 0)
-            return;
-        if ((ev & ZMQ_POLLIN) != 0 ||
-            (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0))
-            // Whoever reads: the stand-in while it serves, else the I/O
-            // thread (which also looks again when back from delivering).
-            kick(rescued_.load() ? rescue_fd_ : evfd_);
+        // Whoever reads: the stand-in while it serves, else the I/O thread
+        // (which also looks again when back from delivering).
+        if (link_needs_reader())
+            eventfd_kick(rescued_.load() ? rescue_fd_ : evfd_);
+    }
+
+    /** Agent, lm_ held: input waits, or refused sends can go now. */
+    bool link_needs_reader()
+    {
+        int ev = socket_events(dealer_);
+        return (ev & ZMQ_POLLIN) != 0 ||
+               (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0);
     }
 
     void start_worker(const std::shared_ptr<Sub> &sub)
@@ -715,7 +738,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         tl_inline = false;
         primary_inline_.store(false);
         if (rescued_.exchange(false))
-            kick(rescue_fd_); // the stand-in goes back to sleep
+            eventfd_kick(rescue_fd_); // the stand-in goes back to sleep
         for (Inline &x : list) {
             Sub &sub = *x.sub;
             std::lock_guard<std::mutex> lk(sub.m);
@@ -728,26 +751,12 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         return true;
     }
 
-    static void kick(int fd)
-    {
-        uint64_t one = 1;
-        ssize_t w = ::write(fd, &one, sizeof one);
-        (void)w;
-    }
-
-    static void drain_fd(int fd)
-    {
-        uint64_t v;
-        ssize_t r = ::read(fd, &v, sizeof v);
-        (void)r;
-    }
-
     /**
      * The stand-in reader (and watchdog). Sleeps until a delivery made by
      * the primary reader is still running after a whole watchdog tick, or a
      * publisher needs confirmations read meanwhile; then serves the link
      * until the primary is back, so that publishing, other subscriptions and
-     * heartbeats never wait for a host's handler.
+     * heartbeats wait for a blocked host handler two ticks at most.
      */
     void rescue_run()
     {
@@ -762,9 +771,9 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 return;
             bool asked = items[1].revents != 0;
             if (asked)
-                drain_fd(rescue_fd_);
+                eventfd_drain(rescue_fd_);
             if (items[0].revents != 0) {
-                drain_fd(timer_fd_);
+                eventfd_drain(timer_fd_);
                 uint64_t seq = inline_seq_.load();
                 bool same = seq == seen;
                 seen = seq;
@@ -789,13 +798,13 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                     engine_->poll_once(100, rescue_fd_);
                 else
                     serve_once(in);
-                drain_fd(rescue_fd_);
+                eventfd_drain(rescue_fd_);
             }
             // A kick meant for whoever reads may have come here as the
             // primary returned: let it look again.
             rescued_.store(false);
             if (!engine_)
-                kick(evfd_);
+                eventfd_kick(evfd_);
         }
     }
 
@@ -821,7 +830,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         drain(dealer_, in,
               [this](const Msgv &m, const Frames &) { on_message(m); });
         on_timers();
-        kick(evfd_); // the primary looks again when it is back
+        eventfd_kick(evfd_); // the primary looks again when it is back
     }
 
     void start_rescue()
@@ -839,14 +848,11 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
     {
         if (rescue_.joinable()) {
             stop_rescue_.store(true);
-            kick(rescue_fd_);
+            eventfd_kick(rescue_fd_);
             rescue_.join();
         }
-        for (int *fd : {&rescue_fd_, &timer_fd_})
-            if (*fd >= 0) {
-                ::close(*fd);
-                *fd = -1;
-            }
+        close_fd(rescue_fd_);
+        close_fd(timer_fd_);
     }
 
     // Server: the engine thread collects deliveries while it reads...
@@ -925,10 +931,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 zmq_close(dealer_);
                 dealer_ = nullptr;
             }
-            if (evfd_ >= 0) {
-                ::close(evfd_);
-                evfd_ = -1;
-            }
+            close_fd(evfd_);
         }
         // The engine object stays until destroy: a racing client call finds
         // it stopped.
@@ -999,21 +1002,14 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
 
     void send_pub(const OutPub &p)
     {
-        char h[16];
-        put_u64(h, p.seq);
-        put_u64(h + 8, static_cast<uint64_t>(p.ttl));
-        std::string_view f[5] = {kPub, std::string_view(h, 16), p.dest, p.ctype,
-                                 p.payload};
-        send_or_queue(f, 5);
+        PubFrames f(p);
+        send_or_queue(f.f.data(), f.f.size());
     }
 
     void send_sub(const Sub &s)
     {
-        char h[12];
-        put_u64(h, s.id);
-        put_u32(h + 8, s.prefetch);
-        std::string_view f[3] = {kSub, std::string_view(h, 12), s.dest};
-        send_or_queue(f, 3);
+        SubFrames f(s);
+        send_or_queue(f.f.data(), f.f.size());
     }
 
     void send_hello()
@@ -1269,11 +1265,8 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                             zmq_strerror(errno));
                 break;
             }
-            if (items[1].revents != 0) {
-                uint64_t v;
-                ssize_t r = ::read(evfd_, &v, sizeof v);
-                (void)r;
-            }
+            if (items[1].revents != 0)
+                eventfd_drain(evfd_);
             if (stop_io_.load())
                 break;
             bool more = false;
@@ -1290,14 +1283,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 while (mon_ != nullptr && in.recv(mon_, ZMQ_DONTWAIT))
                     on_monitor(in);
                 on_timers();
-                if (!more) {
-                    int ev = 0;
-                    size_t len = sizeof ev;
-                    more =
-                        zmq_getsockopt(dealer_, ZMQ_EVENTS, &ev, &len) == 0 &&
-                        ((ev & ZMQ_POLLIN) != 0 ||
-                         (!sendq_.empty() && (ev & ZMQ_POLLOUT) != 0));
-                }
+                more = more || link_needs_reader();
                 timeout = more ? 0 : next_timeout();
             }
             // The stand-in may have read meanwhile: look again at once.

@@ -318,7 +318,8 @@ RabbitmqBroker::RabbitmqBroker(Options opts) : opts_(std::move(opts))
         epmd_port_ = free_tcp_port();
     if (opts_.tls) {
         tls_port_ = free_tcp_port();
-        while (tls_port_ == port_ || tls_port_ == dist_port_)
+        while (tls_port_ == port_ || tls_port_ == dist_port_ ||
+               tls_port_ == epmd_port_)
             tls_port_ = free_tcp_port();
     }
     try {
