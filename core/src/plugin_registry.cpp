@@ -4,6 +4,8 @@
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
 
+#include "elf_check.hpp"
+#include "plugin_trust.hpp"
 #include "todd_build_config.h"
 
 #include <boost/dll/shared_library.hpp>
@@ -12,6 +14,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -99,11 +102,26 @@ struct Refused {
     throw Refused{{path, rule, path + ": refused (" + rule + "): " + why}};
 }
 
-std::string mode_string(mode_t m)
+/** An open file descriptor, closed when it goes out of scope. */
+class Fd {
+  public:
+    explicit Fd(int fd) : fd_(fd) {}
+    ~Fd()
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
+    }
+    Fd(const Fd &) = delete;
+    Fd &operator=(const Fd &) = delete;
+    int get() const { return fd_; }
+
+  private:
+    int fd_;
+};
+
+bool same_file(const struct stat &a, const struct stat &b)
 {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m & 07777));
-    return buf;
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 /** The dlerror part of Boost.DLL's message, or the whole message. */
@@ -164,28 +182,48 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
                "is a symbolic link; plugins must be regular files");
     if (!S_ISREG(st.st_mode))
         refuse(ps, "LOAD-1", "is not a regular file");
+    // Opened once: the checks below read this file, not whatever the path
+    // names later. O_NONBLOCK: a FIFO swapped in must not hang the open.
+    Fd fd(::open(ps.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+    if (fd.get() < 0)
+        refuse(ps, "LOAD-1",
+               std::string("cannot open: ") + std::strerror(errno));
+    struct stat fst {};
+    if (::fstat(fd.get(), &fst) != 0 || !same_file(st, fst) ||
+        !S_ISREG(fst.st_mode))
+        refuse(ps, "LOAD-1", "file changed while being checked");
 
-    // LOAD-2: nobody else may swap the code we are about to run.
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        refuse(ps, "LOAD-2",
-               "file is group/world-writable (mode " + mode_string(st.st_mode) +
-                   ")");
-    struct stat dst {};
-    if (::stat(dir.c_str(), &dst) != 0)
-        refuse(ps, "LOAD-2",
-               "cannot stat directory " + dir.string() + ": " +
-                   std::strerror(errno));
-    if ((dst.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        refuse(ps, "LOAD-2",
-               "directory " + dir.string() + " is group/world-writable (mode " +
-                   mode_string(dst.st_mode) + ")");
+    // LOAD-2: nobody but root or us may swap the code we are about to run.
+    if (auto why = detail::untrusted_reason(path, fst, ::geteuid()))
+        refuse(ps, "LOAD-2", *why);
 
     auto &reg = registry();
     if (auto it = reg.by_path.find(ps); it != reg.by_path.end())
         return it->second;
 
-    // LOAD-3: absolute canonical path (a bare name would be searched in the
-    // working directory by Boost.DLL 1.74), symbols bound now, local binding.
+    // LOAD-3, first half: the dynamic loader trusts the ELF headers and maps
+    // what they say, so a truncated or corrupt file kills the host (SIGBUS).
+    // Read the headers first; nothing has mapped the file yet.
+    if (auto why = detail::elf_shared_object_problem(
+            fd.get(), static_cast<uint64_t>(fst.st_size)))
+        refuse(ps, "LOAD-3",
+               "not a complete ELF shared object for this host: " + *why);
+    // dlopen takes the path, not "/proc/self/fd/N": glibc would take a later
+    // plugin opened on the same fd number for the first one (it matches
+    // loaded objects by name), and debuggers and sanitizers could not find
+    // the file by that name. LOAD-2 leaves only root or us able to swap the
+    // file in between; this catches a writer racing with the check.
+    struct stat now {
+    }, at_path{};
+    if (::fstat(fd.get(), &now) != 0 || now.st_size != fst.st_size ||
+        now.st_mtim.tv_sec != fst.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != fst.st_mtim.tv_nsec ||
+        ::lstat(ps.c_str(), &at_path) != 0 || !same_file(at_path, fst))
+        refuse(ps, "LOAD-3", "file changed while being checked");
+
+    // LOAD-3, second half: absolute canonical path (a bare name would be
+    // searched in the working directory by Boost.DLL 1.74), symbols bound
+    // now, local binding.
     boost::dll::shared_library lib;
     try {
         lib.load(boost::dll::fs::path(ps),
