@@ -25,8 +25,11 @@ bool trusted_owner(const struct stat &st, uid_t euid)
 std::string bad_owner(const std::string &what, const struct stat &st,
                       uid_t euid)
 {
-    return what + " is owned by uid " + std::to_string(st.st_uid) + " (" +
-           mode_owner(st) + "); only root or the effective user (uid " +
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o",
+                  static_cast<unsigned>(st.st_mode & 07777));
+    return what + " is owned by uid " + std::to_string(st.st_uid) + " (mode " +
+           mode + "); only root or the effective user (uid " +
            std::to_string(euid) + ") may own plugin code and its directories";
 }
 
