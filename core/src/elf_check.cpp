@@ -163,7 +163,8 @@ std::optional<std::string> check_header(const Ehdr &h)
     return std::nullopt;
 }
 
-std::optional<std::string> check_segments(int fd, const Ehdr &h, uint64_t size)
+std::optional<std::string> check_segments(int fd, const Ehdr &h, uint64_t size,
+                                          std::vector<Phdr> &ph)
 {
     if (h.e_phnum == 0)
         return std::string("no program headers");
@@ -176,7 +177,7 @@ std::optional<std::string> check_segments(int fd, const Ehdr &h, uint64_t size)
     const uint64_t table = uint64_t(h.e_phnum) * sizeof(Phdr);
     if (!within(h.e_phoff, table, size))
         return "program header table " + past_end(h.e_phoff, table, size);
-    std::vector<Phdr> ph(h.e_phnum);
+    ph.resize(h.e_phnum);
     std::string why;
     if (!read_at(fd, ph.data(), table, h.e_phoff, why))
         return why;
@@ -224,6 +225,115 @@ std::optional<std::string> check_segments(int fd, const Ehdr &h, uint64_t size)
     return std::nullopt;
 }
 
+/** [vaddr, vaddr + len) lies in the file part of one PT_LOAD. */
+bool in_image(const std::vector<Phdr> &ph, uint64_t vaddr, uint64_t len)
+{
+    for (const Phdr &l : ph)
+        if (l.p_type == PT_LOAD && vaddr >= l.p_vaddr &&
+            within(vaddr - l.p_vaddr, len, l.p_filesz))
+            return true;
+    return false;
+}
+
+const char *dynamic_tag_name(int64_t tag)
+{
+    switch (tag) {
+    case DT_STRTAB: return "DT_STRTAB";
+    case DT_SYMTAB: return "DT_SYMTAB";
+    case DT_HASH: return "DT_HASH";
+    case DT_GNU_HASH: return "DT_GNU_HASH";
+    case DT_RELA: return "DT_RELA";
+    case DT_REL: return "DT_REL";
+    case DT_RELR: return "DT_RELR";
+    case DT_JMPREL: return "DT_JMPREL";
+    case DT_INIT: return "DT_INIT";
+    case DT_FINI: return "DT_FINI";
+    case DT_INIT_ARRAY: return "DT_INIT_ARRAY";
+    case DT_FINI_ARRAY: return "DT_FINI_ARRAY";
+    case DT_PREINIT_ARRAY: return "DT_PREINIT_ARRAY";
+    case DT_VERSYM: return "DT_VERSYM";
+    case DT_VERNEED: return "DT_VERNEED";
+    case DT_VERDEF: return "DT_VERDEF";
+    case DT_NEEDED: return "DT_NEEDED";
+    case DT_SONAME: return "DT_SONAME";
+    case DT_RPATH: return "DT_RPATH";
+    case DT_RUNPATH: return "DT_RUNPATH";
+    default: return nullptr;
+    }
+}
+
+/**
+ * The dynamic table's pointers: the tables the dynamic loader reads while
+ * loading lie in the file part of the image, and names lie in the string
+ * table. Relocation and symbol contents are not checked: LOAD-2 already
+ * makes the file the work of root or the user, so this is about damaged
+ * files, not crafted ones.
+ */
+std::optional<std::string> check_dynamic(int fd, const std::vector<Phdr> &ph)
+{
+    using Dyn = ElfW(Dyn);
+    const Phdr *dp = nullptr;
+    for (const Phdr &p : ph)
+        if (p.p_type == PT_DYNAMIC)
+            dp = &p;
+    std::vector<Dyn> dyn(dp->p_filesz / sizeof(Dyn));
+    std::string why;
+    if (!read_at(fd, dyn.data(), dyn.size() * sizeof(Dyn), dp->p_offset, why))
+        return why;
+    // Tables with a size entry: [address tag, size tag].
+    const int64_t sized[][2] = {{DT_STRTAB, DT_STRSZ},
+                                {DT_RELA, DT_RELASZ},
+                                {DT_REL, DT_RELSZ},
+                                {DT_RELR, DT_RELRSZ},
+                                {DT_JMPREL, DT_PLTRELSZ},
+                                {DT_INIT_ARRAY, DT_INIT_ARRAYSZ},
+                                {DT_FINI_ARRAY, DT_FINI_ARRAYSZ},
+                                {DT_PREINIT_ARRAY, DT_PREINIT_ARRAYSZ}};
+    // Tables and code without one: at least one word must be there.
+    const int64_t unsized[] = {DT_SYMTAB,  DT_HASH,   DT_GNU_HASH, DT_VERSYM,
+                               DT_VERNEED, DT_VERDEF, DT_INIT,     DT_FINI};
+    auto value = [&](int64_t tag) -> std::optional<uint64_t> {
+        for (const Dyn &d : dyn) {
+            if (d.d_tag == DT_NULL)
+                break;
+            if (d.d_tag == tag)
+                return d.d_un.d_val;
+        }
+        return std::nullopt;
+    };
+    auto outside = [&](int64_t tag, uint64_t addr, uint64_t len) {
+        return std::string("dynamic entry ") + dynamic_tag_name(tag) + " (" +
+               hex(addr) + ", " + hex(len) +
+               " bytes) is not inside the file part of a PT_LOAD segment";
+    };
+    if (!value(DT_STRTAB))
+        return std::string("dynamic section has no DT_STRTAB");
+    for (const auto &[at, sz] : sized) {
+        const auto a = value(at);
+        if (!a)
+            continue;
+        const uint64_t len = value(sz).value_or(0);
+        if (!in_image(ph, *a, len == 0 ? 1 : len))
+            return outside(at, *a, len);
+    }
+    for (int64_t tag : unsized)
+        if (const auto a = value(tag);
+            a && !in_image(ph, *a, sizeof(ElfW(Addr))))
+            return outside(tag, *a, sizeof(ElfW(Addr)));
+    const uint64_t strsz = value(DT_STRSZ).value_or(0);
+    for (const Dyn &d : dyn) {
+        if (d.d_tag == DT_NULL)
+            break;
+        if ((d.d_tag == DT_NEEDED || d.d_tag == DT_SONAME ||
+             d.d_tag == DT_RPATH || d.d_tag == DT_RUNPATH) &&
+            d.d_un.d_val >= strsz)
+            return std::string("dynamic entry ") + dynamic_tag_name(d.d_tag) +
+                   " names string " + hex(d.d_un.d_val) +
+                   ", past the string table (" + hex(strsz) + " bytes)";
+    }
+    return std::nullopt;
+}
+
 std::optional<std::string> check_sections(int fd, const Ehdr &h, uint64_t size)
 {
     if (h.e_shoff == 0)
@@ -266,7 +376,10 @@ std::optional<std::string> elf_shared_object_problem(int fd, uint64_t size)
         return why;
     if (auto p = check_header(h))
         return p;
-    if (auto p = check_segments(fd, h, size))
+    std::vector<Phdr> ph;
+    if (auto p = check_segments(fd, h, size, ph))
+        return p;
+    if (auto p = check_dynamic(fd, ph))
         return p;
     return check_sections(fd, h, size);
 }

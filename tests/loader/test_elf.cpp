@@ -8,6 +8,8 @@
 
 #include <todd/core/plugin_registry.hpp>
 
+#include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <elf.h>
 #include <link.h>
@@ -151,6 +153,31 @@ std::vector<Variant> make_variants(const std::string &good)
     patched("version", "ELF version 2", [&](std::string &b) {
         put<ElfW(Word)>(b, offsetof(Ehdr, e_version), 2);
     });
+    // Damaged dynamic table entries (ld.so dies of SIGSEGV on each).
+    const auto dynamic = get<Phdr>(good, l.dynamic);
+    for (const auto &[tag, name] :
+         {std::pair<int64_t, const char *>{DT_STRTAB, "DT_STRTAB"},
+          {DT_SYMTAB, "DT_SYMTAB"},
+          {DT_GNU_HASH, "DT_GNU_HASH"},
+          {DT_RELA, "DT_RELA"},
+          {DT_NEEDED, "DT_NEEDED"}}) {
+        for (size_t off = dynamic.p_offset;
+             off + sizeof(ElfW(Dyn)) <= dynamic.p_offset + dynamic.p_filesz;
+             off += sizeof(ElfW(Dyn))) {
+            auto d = get<ElfW(Dyn)>(good, off);
+            if (d.d_tag != tag)
+                continue;
+            std::string b = good;
+            d.d_un.d_val += 1ull << 32;
+            put(b, off, d);
+            std::string n = std::string("dyn-") + (name + 3);
+            for (auto &ch : n)
+                ch = static_cast<char>(std::tolower(ch));
+            v.push_back(
+                {n, std::move(b), std::string("dynamic entry ") + name});
+            break;
+        }
+    }
     v.push_back({"text", std::string(4096, '#') + "\nnot a shared object\n",
                  "no ELF magic number (not an ELF file)"});
     return v;
@@ -188,6 +215,12 @@ void expect_refusal(const std::string &text, const std::string &path,
 TEST(LoaderElf, EachBrokenCopyIsRefusedInProcessBeforeItIsMapped)
 {
     Corpus c;
+    ASSERT_EQ(std::count_if(c.variants.begin(), c.variants.end(),
+                            [](const Variant &v) {
+                                return v.name.rfind("dyn-", 0) == 0;
+                            }),
+              5)
+        << "the plugin lacks a dynamic entry the test damages";
     for (const auto &v : c.variants) {
         SCOPED_TRACE(v.name);
         try {
