@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "elf_check.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +16,9 @@ extern "C" const ElfW(Ehdr) __ehdr_start __attribute__((visibility("hidden")));
 
 namespace todd::core::detail {
 namespace {
+
+// Entries of the dynamic table read at most (a library has a few dozen).
+constexpr uint64_t kMaxDynamicEntries = 4096;
 
 using Ehdr = ElfW(Ehdr);
 using Phdr = ElfW(Phdr);
@@ -276,10 +280,17 @@ std::optional<std::string> check_dynamic(int fd, const std::vector<Phdr> &ph)
     for (const Phdr &p : ph)
         if (p.p_type == PT_DYNAMIC)
             dp = &p;
-    std::vector<Dyn> dyn(dp->p_filesz / sizeof(Dyn));
+    // Real tables hold a few dozen entries; read no more than the bound.
+    const uint64_t entries = dp->p_filesz / sizeof(Dyn);
+    std::vector<Dyn> dyn(std::min<uint64_t>(entries, kMaxDynamicEntries));
     std::string why;
     if (!read_at(fd, dyn.data(), dyn.size() * sizeof(Dyn), dp->p_offset, why))
         return why;
+    if (std::none_of(dyn.begin(), dyn.end(),
+                     [](const Dyn &d) { return d.d_tag == DT_NULL; }) &&
+        entries > kMaxDynamicEntries)
+        return "dynamic table has no DT_NULL in its first " +
+               std::to_string(kMaxDynamicEntries) + " entries";
     // Tables with a size entry: [address tag, size tag].
     const int64_t sized[][2] = {{DT_STRTAB, DT_STRSZ},
                                 {DT_RELA, DT_RELASZ},
