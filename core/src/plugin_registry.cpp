@@ -4,6 +4,8 @@
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
 
+#include "elf_check.hpp"
+#include "plugin_trust.hpp"
 #include "todd_build_config.h"
 
 #include <boost/dll/shared_library.hpp>
@@ -12,6 +14,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <fcntl.h>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -99,11 +102,31 @@ struct Refused {
     throw Refused{{path, rule, path + ": refused (" + rule + "): " + why}};
 }
 
-std::string mode_string(mode_t m)
+/** An open file descriptor, closed when it goes out of scope. */
+class Fd {
+  public:
+    explicit Fd(int fd) : fd_(fd) {}
+    ~Fd()
+    {
+        if (fd_ >= 0)
+            ::close(fd_);
+    }
+    Fd(const Fd &) = delete;
+    Fd &operator=(const Fd &) = delete;
+    Fd &operator=(Fd &&o) noexcept
+    {
+        std::swap(fd_, o.fd_);
+        return *this;
+    }
+    int get() const { return fd_; }
+
+  private:
+    int fd_;
+};
+
+bool same_file(const struct stat &a, const struct stat &b)
 {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "%04o", static_cast<unsigned>(m & 07777));
-    return buf;
+    return a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
 /** The dlerror part of Boost.DLL's message, or the whole message. */
@@ -135,8 +158,16 @@ Registry &registry()
     return *r;
 }
 
-/** Load and validate one file. Throws Refused. Caller holds the mutex. */
-std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
+/** A file past LOAD-1: canonical path, <name>, and the file opened once. */
+struct Candidate {
+    stdfs::path path;
+    std::string ps; // path.string()
+    std::string name;
+    Fd fd{-1};
+    struct stat st {}; // fstat of fd
+};
+
+void check_load1(const std::string &given_path, Candidate &c)
 {
     // LOAD-1: name and file type, before anything touches the file's code.
     stdfs::path p = stdfs::absolute(given_path).lexically_normal();
@@ -151,9 +182,10 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
     if (ec)
         refuse(p.string(), "LOAD-1",
                "directory " + p.parent_path().string() + ": " + ec.message());
-    const stdfs::path path =
-        dir / filename; // canonical: the file itself is no link
-    const std::string ps = path.string();
+    c.path = dir / filename; // canonical: the file itself is no link
+    c.ps = c.path.string();
+    c.name = *name;
+    const std::string &ps = c.ps;
 
     struct stat st {};
     if (::lstat(ps.c_str(), &st) != 0)
@@ -164,28 +196,53 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
                "is a symbolic link; plugins must be regular files");
     if (!S_ISREG(st.st_mode))
         refuse(ps, "LOAD-1", "is not a regular file");
+    // Opened once: the checks below read this file, not whatever the path
+    // names later. O_NONBLOCK: a FIFO swapped in must not hang the open.
+    c.fd =
+        Fd(::open(ps.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK));
+    if (c.fd.get() < 0)
+        refuse(ps, "LOAD-1",
+               std::string("cannot open: ") + std::strerror(errno));
+    if (::fstat(c.fd.get(), &c.st) != 0 || !same_file(st, c.st) ||
+        !S_ISREG(c.st.st_mode))
+        refuse(ps, "LOAD-1", "file changed while being checked");
+}
 
-    // LOAD-2: nobody else may swap the code we are about to run.
-    if ((st.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        refuse(ps, "LOAD-2",
-               "file is group/world-writable (mode " + mode_string(st.st_mode) +
-                   ")");
-    struct stat dst {};
-    if (::stat(dir.c_str(), &dst) != 0)
-        refuse(ps, "LOAD-2",
-               "cannot stat directory " + dir.string() + ": " +
-                   std::strerror(errno));
-    if ((dst.st_mode & (S_IWGRP | S_IWOTH)) != 0)
-        refuse(ps, "LOAD-2",
-               "directory " + dir.string() + " is group/world-writable (mode " +
-                   mode_string(dst.st_mode) + ")");
+void check_load2(const Candidate &c)
+{
+    // LOAD-2: nobody but root or us may swap the code we are about to run.
+    if (auto why = detail::untrusted_reason(c.path, c.st, ::geteuid()))
+        refuse(c.ps, "LOAD-2", *why);
+}
 
-    auto &reg = registry();
-    if (auto it = reg.by_path.find(ps); it != reg.by_path.end())
-        return it->second;
+void check_load3_elf(const Candidate &c)
+{
+    // LOAD-3, first half: the dynamic loader trusts the ELF headers and maps
+    // what they say, so a truncated or corrupt file kills the host (SIGBUS).
+    // Read the headers first; nothing has mapped the file yet.
+    if (auto why = detail::elf_shared_object_problem(
+            c.fd.get(), static_cast<uint64_t>(c.st.st_size)))
+        refuse(c.ps, "LOAD-3",
+               "not a complete ELF shared object for this host: " + *why);
+    // dlopen takes the path, not "/proc/self/fd/N": glibc would take a later
+    // plugin opened on the same fd number for the first one (it matches
+    // loaded objects by name), and debuggers and sanitizers could not find
+    // the file by that name. LOAD-2 leaves only root or us able to swap the
+    // file in between; this catches a writer racing with the check.
+    struct stat now {};
+    struct stat at_path {};
+    if (::fstat(c.fd.get(), &now) != 0 || now.st_size != c.st.st_size ||
+        now.st_mtim.tv_sec != c.st.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != c.st.st_mtim.tv_nsec ||
+        ::lstat(c.ps.c_str(), &at_path) != 0 || !same_file(at_path, c.st))
+        refuse(c.ps, "LOAD-3", "file changed while being checked");
+}
 
-    // LOAD-3: absolute canonical path (a bare name would be searched in the
-    // working directory by Boost.DLL 1.74), symbols bound now, local binding.
+boost::dll::shared_library load3_dlopen(const std::string &ps)
+{
+    // LOAD-3, second half: absolute canonical path (a bare name would be
+    // searched in the working directory by Boost.DLL 1.74), symbols bound
+    // now, local binding.
     boost::dll::shared_library lib;
     try {
         lib.load(boost::dll::fs::path(ps),
@@ -194,10 +251,11 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
     } catch (const std::system_error &e) {
         refuse(ps, "LOAD-3", "cannot load: " + loader_text(e));
     }
-    // Kept even when refused below: its constructors have run, and unloading
-    // code of unknown quality buys nothing.
-    reg.libraries.push_back(lib);
+    return lib;
+}
 
+EntryFn &check_load4(boost::dll::shared_library &lib, const std::string &ps)
+{
     // LOAD-4
     if (!lib.has(TODD_COMMS_ENTRY_SYMBOL_V1)) {
         std::string other;
@@ -213,8 +271,12 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
                                   : " (exports only " + other +
                                         ": built for another ABI major)"));
     }
-    auto &entry = lib.get<EntryFn>(TODD_COMMS_ENTRY_SYMBOL_V1);
+    return lib.get<EntryFn>(TODD_COMMS_ENTRY_SYMBOL_V1);
+}
 
+const todd_comms_plugin_descriptor *check_load5(EntryFn &entry,
+                                                const std::string &ps)
+{
     // LOAD-5
     todd_comms_host_info host{};
     host.struct_size = sizeof host;
@@ -226,7 +288,12 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
         refuse(ps, "LOAD-5",
                "entry " TODD_COMMS_ENTRY_SYMBOL_V1
                " returned NULL (plugin declined this host)");
+    return d;
+}
 
+void check_load6_to_9(const todd_comms_plugin_descriptor *d,
+                      const std::string &ps)
+{
     // LOAD-6, before any other field: another major may lay them out
     // differently.
     if (d->abi_major != TODD_COMMS_ABI_MAJOR)
@@ -259,14 +326,25 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
                "needs host ABI minor " + std::to_string(d->min_host_abi_minor) +
                    ", host is " + std::to_string(TODD_COMMS_ABI_MAJOR) + "." +
                    std::to_string(TODD_COMMS_ABI_MINOR));
+}
+
+void check_load10(const todd_comms_plugin_descriptor *d,
+                  const std::string &name, const std::string &ps)
+{
     // LOAD-10
     if (d->name == nullptr)
         refuse(ps, "LOAD-10",
-               "descriptor name is NULL, expected '" + *name + "'");
-    if (*name != d->name)
+               "descriptor name is NULL, expected '" + name + "'");
+    if (name != d->name)
         refuse(ps, "LOAD-10",
                "descriptor name '" + std::string(d->name) +
-                   "' does not match the file name ('" + *name + "')");
+                   "' does not match the file name ('" + name + "')");
+}
+
+/** LOAD-11, and the metadata copied out of the descriptor. */
+PluginInfo check_load11(const todd_comms_plugin_descriptor *d,
+                        const std::string &ps)
+{
     // LOAD-11
     const std::pair<const char *, const char *> strings[] = {
         {"version", d->version},
@@ -323,6 +401,30 @@ std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
         ki.description = k.description ? k.description : "";
         info.keys.push_back(std::move(ki));
     }
+    return info;
+}
+
+/** Load and validate one file, rule by rule in the order of
+ *  docs/plugin-abi.md. Throws Refused. Caller holds the mutex. */
+std::shared_ptr<const Plugin> load_file_locked(const std::string &given_path)
+{
+    Candidate c;
+    check_load1(given_path, c);
+    check_load2(c);
+    auto &reg = registry();
+    if (auto it = reg.by_path.find(c.ps); it != reg.by_path.end())
+        return it->second;
+    check_load3_elf(c);
+    boost::dll::shared_library lib = load3_dlopen(c.ps);
+    // Kept even when refused below: its constructors have run, and unloading
+    // code of unknown quality buys nothing.
+    reg.libraries.push_back(lib);
+    const std::string &ps = c.ps;
+    const todd_comms_plugin_descriptor *d =
+        check_load5(check_load4(lib, ps), ps);
+    check_load6_to_9(d, ps);
+    check_load10(d, c.name, ps);
+    PluginInfo info = check_load11(d, ps);
 
     auto plugin = std::make_shared<const Plugin>(std::move(info), d);
     reg.by_path.emplace(ps, plugin);
