@@ -3,10 +3,8 @@
 #include <todd/agent/assets.hpp>
 #include <todd/agent/download.hpp>
 #include <todd/agent/identity.hpp>
+#include <todd/core/json_limits.hpp>
 #include <todd/core/log.hpp>
-
-#include <rapidjson/document.h>
-#include <rapidjson/error/en.h>
 
 #include <algorithm>
 #include <filesystem>
@@ -66,16 +64,22 @@ std::string compact_testlet_output(std::string_view out)
 {
     std::string text(out);
     rapidjson::Document d;
-    d.Parse<rapidjson::kParseValidateEncodingFlag>(text.c_str(), text.size());
-    if (d.HasParseError()) {
+    json::ParseOptions o;
+    o.validate_utf8 = true;
+    // The server nests the output two levels further down (see json_limits).
+    o.max_depth = json::testlet_output_max_depth;
+    if (auto err = json::parse(d, text, o)) {
+        if (err->too_deep)
+            throw std::invalid_argument("output refused: " + err->reason +
+                                        " (at offset " +
+                                        std::to_string(err->offset) + ")");
         std::string first = text.substr(0, 80);
         for (char &c : first)
             if (c == '\n' || c == '\r')
                 c = ' ';
         throw std::invalid_argument(
-            std::string("output is not JSON (") +
-            rapidjson::GetParseError_En(d.GetParseError()) + " at offset " +
-            std::to_string(d.GetErrorOffset()) + "): \"" + first + "\"");
+            "output is not JSON (" + err->reason + " at offset " +
+            std::to_string(err->offset) + "): \"" + first + "\"");
     }
     if (!d.IsObject())
         throw std::invalid_argument("output is JSON but not an object");

@@ -664,7 +664,8 @@ struct Server::Impl {
             return;
         rj::Document doc;
         std::string err;
-        bool ok = json::parse(doc, d.test_data, err);
+        bool ok =
+            json::parse(doc, d.test_data, err, todd::json::test_data_max_depth);
         if (ok && !doc.IsObject()) {
             ok = false;
             err = "not a JSON object";
