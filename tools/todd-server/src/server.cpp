@@ -318,9 +318,15 @@ struct Server::Impl {
             return;
         }
         downloads.erase(a.uuid);
+        std::vector<std::string> dropped;
+        if (a.facts)
+            dropped = drop_long_facts(*a.facts, max_fact_bytes);
         auto [it, inserted] = agents.try_emplace(a.uuid);
         Agent &ag = it->second;
         bool facts_changed = inserted || ag.advert.facts != a.facts;
+        if (facts_changed) // once, not on every advert
+            for (const auto &d : dropped)
+                log::warn(C, "agent " + a.uuid + ": " + d);
         ag.advert = std::move(a);
         ag.advert.expires_ns = 0;
         ag.deadline = steady::now() + cfg.agent_expiry;
