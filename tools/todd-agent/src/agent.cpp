@@ -605,6 +605,14 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
         return fail(why);
     }
     std::string data = encode_test_data(outputs);
+    // The response around it adds the UUIDs and the quoting of the data.
+    const size_t bound = comms_->limits().max_response_bytes;
+    if (msg::encode(msg::Response{
+                        msg::TestDataResponse{config_.uuid, t.test_uuid, data}})
+            .size() > bound)
+        return fail("test data of " + std::to_string(data.size()) +
+                    " bytes does not fit the response bound of " +
+                    std::to_string(bound) + " bytes (max_response_bytes)");
     {
         std::lock_guard lk(mu_);
         st->executing = false;

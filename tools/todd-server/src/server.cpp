@@ -251,7 +251,8 @@ struct Server::Impl {
     {
         core::SendPolicy policy;
         policy.retry_for = std::chrono::milliseconds(10000);
-        comms = std::make_unique<core::Comms>(std::move(t), policy);
+        comms = std::make_unique<core::Comms>(std::move(t), policy,
+                                              cfg.message_limits);
     }
 
     /** Run f on the I/O thread and wait for its result. */
