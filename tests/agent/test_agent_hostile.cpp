@@ -94,4 +94,42 @@ TEST(AgentHostile, DeepFactCollectorOutputIsSkipped)
     EXPECT_TRUE(logs.wait_for("refused: nesting deeper than 64 levels"));
 }
 
+TEST(AgentHostile, KeptTestRunsAndTheirDataAreBounded)
+{
+    LogCapture logs;
+    AgentHarness h(loopback, [](agent::AgentConfig &c) {
+        c.max_test_runs = 2;
+        c.max_kept_data_bytes = 150;
+    });
+    const std::string print =
+        "echo '{\"v\":\"" + std::string(80, 'x') + "\"}'\n";
+    // Three installs, never executed: the oldest idle one makes room.
+    for (const char *id : {"a", "b", "c"}) {
+        write_file(h.agent->config().opt_dir + "/assets/testlets/" + id,
+                   "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode "
+                   "PASSED'; exit 0; }\n" +
+                       print);
+        h.publish_task(install(id, id));
+        ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
+            return is_status(p, h.uuid(), id, "ready");
+        }));
+    }
+    EXPECT_FALSE(h.agent->has_test_run("a"));
+    EXPECT_TRUE(h.agent->has_test_run("b"));
+    EXPECT_TRUE(h.agent->has_test_run("c"));
+    EXPECT_EQ(logs.count("test run a dropped: installed but not executed"), 1u);
+
+    // Nobody deletes the data here: the first run's ~100 bytes are kept,
+    // the second run's would pass the 150-byte bound and it fails.
+    h.publish_task(execute("b"));
+    ASSERT_TRUE(h.responses.wait_for(
+        [&](const std::string &p) { return is_data(p, h.uuid(), "b"); }));
+    h.publish_task(execute("c"));
+    ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
+        return is_status(p, h.uuid(), "c", "fail");
+    }));
+    EXPECT_TRUE(logs.wait_for("already wait for DeleteTestData (bound 150, "
+                              "max_kept_data_bytes)"));
+}
+
 } // namespace
