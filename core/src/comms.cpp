@@ -39,11 +39,24 @@ void refuse_in_handler(const char *op)
 /** A DeliveryHandler that decodes, rejects what does not decode (logging
  *  the queue and the reason), and passes the rest to the user's handler. */
 template <class Msg, class Decode, class Handler>
-DeliveryHandler decoding(std::string queue, Decode decode, Handler handler)
+DeliveryHandler decoding(std::string queue, Decode decode, Handler handler,
+                         size_t max_bytes, const char *key,
+                         std::shared_ptr<std::atomic<uint64_t>> oversized)
 {
-    return [queue = std::move(queue), decode,
-            handler = std::move(handler)](const Delivery &d) -> Verdict {
+    return [queue = std::move(queue), decode, handler = std::move(handler),
+            max_bytes, key,
+            oversized = std::move(oversized)](const Delivery &d) -> Verdict {
         HandlerScope scope;
+        // Before decoding: a huge message is never parsed nor kept.
+        if (d.payload.size() > max_bytes) {
+            ++*oversized;
+            log::warn(component,
+                      "queue \"" + queue + "\": rejecting a message of " +
+                          std::to_string(d.payload.size()) +
+                          " bytes: over the bound of " +
+                          std::to_string(max_bytes) + " bytes (" + key + ")");
+            return Verdict::reject;
+        }
         std::optional<Msg> m;
         try {
             m.emplace(decode(d.payload));
@@ -65,8 +78,9 @@ std::string group_queue(const std::string &group)
 
 } // namespace
 
-Comms::Comms(std::unique_ptr<Transport> transport, SendPolicy policy)
-    : transport_(std::move(transport)), policy_(policy)
+Comms::Comms(std::unique_ptr<Transport> transport, SendPolicy policy,
+             MessageLimits limits)
+    : transport_(std::move(transport)), policy_(policy), limits_(limits)
 {
     if (!transport_)
         throw CommsError(TODD_COMMS_E_INVAL, "Comms needs a transport");
@@ -111,7 +125,9 @@ Subscription Comms::listen_for_tasks(const std::string &uuid,
         throw CommsError(TODD_COMMS_E_INVAL,
                          "listen_for_tasks: empty agent UUID");
     return transport_->subscribe(
-        uuid, decoding<msg::Task>(uuid, msg::decode_task, std::move(handler)));
+        uuid, decoding<msg::Task>(uuid, msg::decode_task, std::move(handler),
+                                  limits_.max_message_bytes,
+                                  "max_message_bytes", oversized_));
 }
 
 void Comms::watch_for_group(TaskHandler handler)
@@ -122,7 +138,9 @@ void Comms::watch_for_group(TaskHandler handler)
     group_sub_.reset();
     const std::string q = group_queue(group());
     group_sub_ = transport_->subscribe(
-        q, decoding<msg::Task>(q, msg::decode_task, group_handler_));
+        q, decoding<msg::Task>(q, msg::decode_task, group_handler_,
+                               limits_.max_message_bytes, "max_message_bytes",
+                               oversized_));
 }
 
 void Comms::set_group(const std::string &group)
@@ -143,7 +161,9 @@ void Comms::set_group(const std::string &group)
     log::info(component,
               "moving the group subscription to queue \"" + q + "\"");
     group_sub_ = transport_->subscribe(
-        q, decoding<msg::Task>(q, msg::decode_task, group_handler_));
+        q, decoding<msg::Task>(q, msg::decode_task, group_handler_,
+                               limits_.max_message_bytes, "max_message_bytes",
+                               oversized_));
 }
 
 std::string Comms::group() const
@@ -162,8 +182,9 @@ Subscription Comms::listen_for_agent(AdvertHandler handler)
     refuse_in_handler("listen_for_agent");
     return transport_->subscribe(
         queue_agentadvert,
-        decoding<msg::AgentAdvert>(queue_agentadvert, msg::decode_advert,
-                                   std::move(handler)));
+        decoding<msg::AgentAdvert>(
+            queue_agentadvert, msg::decode_advert, std::move(handler),
+            limits_.max_message_bytes, "max_message_bytes", oversized_));
 }
 
 void Comms::send_task(const std::string &queue, const msg::Task &task)
@@ -179,10 +200,11 @@ void Comms::send_task(const std::string &queue, const msg::Task &task)
 Subscription Comms::listen_for_responses(ResponseHandler handler)
 {
     refuse_in_handler("listen_for_responses");
-    return transport_->subscribe(queue_agentresponses,
-                                 decoding<msg::Response>(queue_agentresponses,
-                                                         msg::decode_response,
-                                                         std::move(handler)));
+    return transport_->subscribe(
+        queue_agentresponses,
+        decoding<msg::Response>(queue_agentresponses, msg::decode_response,
+                                std::move(handler), limits_.max_response_bytes,
+                                "max_response_bytes", oversized_));
 }
 
 void Comms::send_raw(const std::string &queue, std::string_view payload,

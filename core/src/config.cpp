@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <set>
 #include <sstream>
@@ -343,6 +344,23 @@ CommsSelection resolve_comms(const po::variables_map &vm, const IniFile *config)
                                   "\": expected KEY=VALUE");
             sel.options[key] = kv.substr(eq + 1);
         }
+    }
+    // Keys of the Comms facade, not of the plugin.
+    for (auto [key, bound] :
+         {std::pair{"max_message_bytes", &sel.limits.max_message_bytes},
+          std::pair{"max_response_bytes", &sel.limits.max_response_bytes}}) {
+        auto it = sel.options.find(key);
+        if (it == sel.options.end())
+            continue;
+        const std::string v = trim(it->second);
+        errno = 0;
+        char *end = nullptr;
+        const unsigned long long n = std::strtoull(v.c_str(), &end, 10);
+        if (v.empty() || v[0] == '-' || *end != '\0' || errno != 0 || n == 0)
+            throw ConfigError(std::string("[Comms] ") + key + " \"" + v +
+                              "\": expected a positive number of bytes");
+        *bound = static_cast<size_t>(n);
+        sel.options.erase(it);
     }
     return sel;
 }

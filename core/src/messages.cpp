@@ -6,6 +6,8 @@
 
 #include "json.hpp"
 
+#include <todd/core/json_limits.hpp>
+
 #include <array>
 #include <cstdio>
 #include <limits>
@@ -358,48 +360,16 @@ void set_time(const Value &v, Time &out, std::string_view field)
     }
 }
 
-/** Go's encoding/json refuses input nested deeper than this. */
-constexpr size_t max_depth = 10000;
-
-void check_depth(std::string_view json, const char *what)
-{
-    size_t depth = 0;
-    bool in_string = false, escaped = false;
-    for (char c : json) {
-        if (in_string) {
-            if (escaped)
-                escaped = false;
-            else if (c == '\\')
-                escaped = true;
-            else if (c == '"')
-                in_string = false;
-            continue;
-        }
-        if (c == '"') {
-            in_string = true;
-        } else if (c == '[' || c == '{') {
-            if (++depth > max_depth)
-                throw DecodeError(std::string(what) +
-                                  " is nested deeper than " +
-                                  std::to_string(max_depth) + " levels");
-        } else if ((c == ']' || c == '}') && depth > 0) {
-            --depth;
-        }
-    }
-}
-
-/** Parse one JSON object; what names the message kind in errors. */
+/** Parse one JSON object; what names the message kind in errors. The
+ *  depth bound is ours (Go allows 10000): see json::max_depth. */
 void parse_object(rapidjson::Document &doc, std::string_view json,
                   const char *what)
 {
-    check_depth(json, what);
-    // Iterative: the call stack stays flat whatever the input.
-    doc.Parse<rapidjson::kParseIterativeFlag>(json.data(), json.size());
-    if (doc.HasParseError())
-        throw DecodeError(std::string(what) + " is not JSON: " +
-                          rapidjson::GetParseError_En(doc.GetParseError()) +
-                          " (at byte " + std::to_string(doc.GetErrorOffset()) +
-                          ")");
+    if (auto err = todd::json::parse(doc, json))
+        throw DecodeError(std::string(what) +
+                          (err->too_deep ? " refused: " : " is not JSON: ") +
+                          err->reason + " (at byte " +
+                          std::to_string(err->offset) + ")");
     if (!doc.IsObject())
         throw DecodeError(std::string(what) + " is not a JSON object (got " +
                           kind(doc) + ")");

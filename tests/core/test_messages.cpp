@@ -487,20 +487,51 @@ TEST(Decode, RefusesMalformedInputWithAClearReason)
 // -------------------------------------------------------------------------
 // Hostile input: no crash, no hang
 
-TEST(Hostile, DeepNestingIsRefusedOrSkippedWithoutRecursion)
+TEST(Hostile, DeepNestingIsRefusedWithoutRecursion)
 {
     const std::string deep(200000, '[');
-    EXPECT_TRUE(contains(error_of(task, deep), "nested deeper than 10000"));
-    const std::string deep_obj = std::string(200000, '{');
-    EXPECT_TRUE(contains(error_of(advert, deep_obj), "nested deeper"));
-    // Deep but within Go's limit, under an unknown key: ignored.
-    std::string ok = R"({"type":"KeyValue","key":"k","x":)";
-    ok += std::string(9000, '[') + std::string(9000, ']') + "}";
-    EXPECT_EQ(decode_task(ok), Task(KeyValueTask{"k", ""}));
+    EXPECT_TRUE(contains(error_of(task, deep),
+                         "task refused: nesting deeper than 64 levels"));
+    std::string deep_obj;
+    for (int i = 0; i < 200000; ++i)
+        deep_obj += "{\"Facts\":";
+    EXPECT_TRUE(contains(error_of(advert, deep_obj), "nesting deeper than 64"));
     // Brackets inside strings do not count.
     std::string s =
         R"({"type":"KeyValue","key":")" + std::string(20000, '[') + "\"}";
     EXPECT_EQ(std::get<KeyValueTask>(decode_task(s)).key.size(), 20000u);
+}
+
+// The bound counts the message object itself: 64 levels in all are decoded,
+// 65 are refused, for every message kind.
+std::string nested_under_unknown_key(std::string head, int levels)
+{
+    // head opens level 1; the unknown key "x" holds levels 2..levels.
+    std::string s = head + R"(,"x":)";
+    s += std::string(levels - 1, '[') + std::string(levels - 1, ']') + "}";
+    return s;
+}
+
+TEST(Hostile, DepthBoundIsExactForEveryMessageKind)
+{
+    const std::string t = R"({"type":"KeyValue","key":"k")";
+    EXPECT_EQ(decode_task(nested_under_unknown_key(t, 64)),
+              Task(KeyValueTask{"k", ""}));
+    EXPECT_TRUE(contains(error_of(task, nested_under_unknown_key(t, 65)),
+                         "task refused: nesting deeper than 64 levels"));
+
+    const std::string a = R"({"Uuid":"u")";
+    EXPECT_EQ(decode_advert(nested_under_unknown_key(a, 64)).uuid, "u");
+    EXPECT_TRUE(contains(error_of(advert, nested_under_unknown_key(a, 65)),
+                         "advert refused: nesting deeper than 64 levels"));
+
+    const std::string r = R"({"type":"AgentStatus","status":"ready")";
+    EXPECT_EQ(std::get<AgentStatusResponse>(
+                  decode_response(nested_under_unknown_key(r, 64)))
+                  .status,
+              "ready");
+    EXPECT_TRUE(contains(error_of(response, nested_under_unknown_key(r, 65)),
+                         "response refused: nesting deeper than 64 levels"));
 }
 
 TEST(Hostile, HugeInputDecodes)

@@ -67,6 +67,7 @@ int main(int argc, char **argv)
         core::CommsSelection sel =
             core::resolve_comms(vm, cfg_path.empty() ? nullptr : &ini);
         sel.role = "server";
+        cfg.message_limits = sel.limits;
         auto transport = core::open_transport(sel);
         log::info("server", "comms plugin " + sel.plugin_name);
 

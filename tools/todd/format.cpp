@@ -8,8 +8,7 @@
 #include <set>
 #include <strings.h>
 
-#include <rapidjson/document.h>
-#include <rapidjson/error/en.h>
+#include <todd/core/json_limits.hpp>
 
 namespace todd::cli {
 
@@ -256,15 +255,20 @@ std::string go_v(const rapidjson::Value &v)
 rapidjson::Document parse_json(std::string_view body, const char *what)
 {
     rapidjson::Document doc;
-    doc.Parse<rapidjson::kParseFullPrecisionFlag>(body.data(), body.size());
-    if (doc.HasParseError()) {
+    json::ParseOptions o;
+    o.full_precision = true;
+    if (auto err = json::parse(doc, body, o)) {
+        if (err->too_deep)
+            throw ReplyError(std::string(what) + " refused: " + err->reason +
+                             " (at offset " + std::to_string(err->offset) +
+                             ")");
         std::string shown(body.substr(0, 60));
         while (!shown.empty() && (shown.back() == '\n' || shown.back() == '\r'))
             shown.pop_back();
         throw ReplyError(std::string(what) + " is not valid JSON (" +
-                         rapidjson::GetParseError_En(doc.GetParseError()) +
-                         " at offset " + std::to_string(doc.GetErrorOffset()) +
-                         "): \"" + shown + (body.size() > 60 ? "...\"" : "\""));
+                         err->reason + " at offset " +
+                         std::to_string(err->offset) + "): \"" + shown +
+                         (body.size() > 60 ? "...\"" : "\""));
     }
     return doc;
 }

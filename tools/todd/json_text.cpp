@@ -1,9 +1,7 @@
 #include "json_text.hpp"
 
+#include <todd/core/json_limits.hpp>
 #include <todd/core/messages.hpp>
-
-#include <rapidjson/document.h>
-#include <rapidjson/error/en.h>
 
 namespace todd::cli {
 
@@ -14,14 +12,12 @@ std::string go_json_quote(std::string_view s)
 
 bool json_is_valid(std::string_view text, std::string *why)
 {
-    // Default flags: trailing non-whitespace is an error (root not singular).
+    // Trailing non-whitespace is an error (root not singular).
     rapidjson::Document doc;
-    doc.Parse(text.data(), text.size());
-    if (doc.HasParseError()) {
+    if (auto err = json::parse(doc, text)) {
         if (why)
-            *why =
-                std::string(rapidjson::GetParseError_En(doc.GetParseError())) +
-                " (at offset " + std::to_string(doc.GetErrorOffset()) + ")";
+            *why = err->reason + " (at offset " + std::to_string(err->offset) +
+                   ")";
         return false;
     }
     return true;

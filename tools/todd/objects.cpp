@@ -2,11 +2,15 @@
 
 #include "json_text.hpp"
 
+#include <todd/core/json_limits.hpp>
+
 #include <arpa/inet.h>
 
 #include <map>
+#include <sstream>
 #include <vector>
 
+#include <yaml-cpp/eventhandler.h>
 #include <yaml-cpp/yaml.h>
 
 namespace todd::cli {
@@ -81,6 +85,44 @@ class Decoder {
 
   private:
     std::string_view source_;
+};
+
+/** Counts nesting from the parser's events, before any node is built:
+ *  the same bound as for JSON, and a clearer refusal than yaml-cpp's own
+ *  (its depth guard stops at about 500 levels saying "bad file"). */
+class DepthCheck : public YAML::EventHandler {
+  public:
+    struct TooDeep {
+        YAML::Mark mark;
+    };
+    void OnDocumentStart(const YAML::Mark &) override {}
+    void OnDocumentEnd() override {}
+    void OnNull(const YAML::Mark &, YAML::anchor_t) override {}
+    void OnAlias(const YAML::Mark &, YAML::anchor_t) override {}
+    void OnScalar(const YAML::Mark &, const std::string &, YAML::anchor_t,
+                  const std::string &) override
+    {
+    }
+    void OnSequenceStart(const YAML::Mark &m, const std::string &,
+                         YAML::anchor_t, YAML::EmitterStyle::value) override
+    {
+        open(m);
+    }
+    void OnSequenceEnd() override { --depth_; }
+    void OnMapStart(const YAML::Mark &m, const std::string &, YAML::anchor_t,
+                    YAML::EmitterStyle::value) override
+    {
+        open(m);
+    }
+    void OnMapEnd() override { --depth_; }
+
+  private:
+    void open(const YAML::Mark &m)
+    {
+        if (++depth_ > json::max_depth)
+            throw TooDeep{m};
+    }
+    unsigned depth_ = 0;
 };
 
 void append_map(std::string &out, const StringMap &m)
@@ -241,7 +283,16 @@ ObjectJson yaml_object_to_json(std::string_view yaml,
     Decoder d(source_name);
     YAML::Node loaded;
     try {
+        std::istringstream in{std::string(yaml)};
+        YAML::Parser parser(in);
+        DepthCheck depth;
+        parser.HandleNextDocument(depth); // the document YAML::Load reads
         loaded = YAML::Load(std::string(yaml));
+    } catch (const DepthCheck::TooDeep &e) {
+        throw ObjectError(
+            std::string(source_name) + ":" + std::to_string(e.mark.line + 1) +
+            ":" + std::to_string(e.mark.column + 1) +
+            ": not valid YAML: " + json::too_deep(json::max_depth));
     } catch (const YAML::Exception &e) {
         std::string where(source_name);
         if (e.mark.line >= 0)

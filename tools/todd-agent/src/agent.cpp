@@ -5,9 +5,6 @@
 #include <todd/agent/identity.hpp>
 #include <todd/core/log.hpp>
 
-#include <rapidjson/document.h>
-#include <rapidjson/error/en.h>
-
 #include <algorithm>
 #include <filesystem>
 #include <sstream>
@@ -60,91 +57,13 @@ bool plain_name(const std::string &name)
 }
 } // namespace
 
-// -- Test data -------------------------------------------------------------
-
-std::string compact_testlet_output(std::string_view out)
-{
-    std::string text(out);
-    rapidjson::Document d;
-    d.Parse<rapidjson::kParseValidateEncodingFlag>(text.c_str(), text.size());
-    if (d.HasParseError()) {
-        std::string first = text.substr(0, 80);
-        for (char &c : first)
-            if (c == '\n' || c == '\r')
-                c = ' ';
-        throw std::invalid_argument(
-            std::string("output is not JSON (") +
-            rapidjson::GetParseError_En(d.GetParseError()) + " at offset " +
-            std::to_string(d.GetErrorOffset()) + "): \"" + first + "\"");
-    }
-    if (!d.IsObject())
-        throw std::invalid_argument("output is JSON but not an object");
-    // Re-emit the bytes without whitespace, as Go's json.Compact with HTML
-    // escaping: numbers and escapes keep their original spelling.
-    std::string r;
-    r.reserve(text.size());
-    bool in_str = false, esc = false;
-    for (size_t i = 0; i < text.size(); ++i) {
-        unsigned char c = static_cast<unsigned char>(text[i]);
-        if (in_str) {
-            if (esc)
-                esc = false;
-            else if (c == '\\')
-                esc = true;
-            else if (c == '"')
-                in_str = false;
-            if (c == '<' || c == '>' || c == '&') {
-                static const char hex[] = "0123456789abcdef";
-                r += "\\u00";
-                r.push_back(hex[c >> 4]);
-                r.push_back(hex[c & 15]);
-                continue;
-            }
-            // U+2028 / U+2029 (E2 80 A8 / E2 80 A9).
-            if (c == 0xE2 && i + 2 < text.size() &&
-                static_cast<unsigned char>(text[i + 1]) == 0x80 &&
-                (static_cast<unsigned char>(text[i + 2]) == 0xA8 ||
-                 static_cast<unsigned char>(text[i + 2]) == 0xA9)) {
-                r += static_cast<unsigned char>(text[i + 2]) == 0xA8
-                         ? "\\u2028"
-                         : "\\u2029";
-                i += 2;
-                continue;
-            }
-            r.push_back(static_cast<char>(c));
-        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-            continue;
-        } else {
-            if (c == '"')
-                in_str = true;
-            r.push_back(static_cast<char>(c));
-        }
-    }
-    return r;
-}
-
-std::string encode_test_data(const std::map<std::string, std::string> &outputs)
-{
-    std::string s = "{";
-    bool first = true;
-    for (const auto &[target, json] : outputs) {
-        if (!first)
-            s += ',';
-        first = false;
-        s += msg::go_quote(target);
-        s += ':';
-        s += json;
-    }
-    s += '}';
-    return s;
-}
-
 // -- Agent -----------------------------------------------------------------
 
 struct Agent::TestRunState {
     msg::TestRun run;
     std::string testlet_path;
     bool executing = false;
+    EventLoop::Clock::time_point installed{};
     std::optional<std::string> data; // TestData JSON, until deleted
     EventLoop::TimerId resend_timer = 0;
     std::chrono::milliseconds backoff{0};
@@ -483,9 +402,34 @@ void Agent::on_install(msg::InstallTestRunTask t)
                     "PASSED\"");
     {
         std::lock_guard lk(mu_);
+        if (!runs_.count(run.uuid) && runs_.size() >= config_.max_test_runs) {
+            // Installed but never executed: the server gave up on it.
+            auto idle = runs_.end();
+            for (auto it = runs_.begin(); it != runs_.end(); ++it)
+                if (!it->second->executing && !it->second->data &&
+                    (idle == runs_.end() ||
+                     it->second->installed < idle->second->installed))
+                    idle = it;
+            if (idle == runs_.end()) {
+                log::error(log_component,
+                           "InstallTestRun " + run.uuid +
+                               " failed: " + std::to_string(runs_.size()) +
+                               " test runs are kept, the bound "
+                               "(max_test_runs), and none is idle");
+                send_status(run.uuid, msg::status_fail);
+                return;
+            }
+            log::warn(log_component,
+                      "test run " + idle->first +
+                          " dropped: installed but not executed, and " +
+                          std::to_string(config_.max_test_runs) +
+                          " test runs are kept (max_test_runs)");
+            runs_.erase(idle);
+        }
         auto &st = runs_[run.uuid];
         if (!st)
             st = std::make_shared<TestRunState>();
+        st->installed = EventLoop::Clock::now();
         if (st->executing) {
             log::warn(log_component, "InstallTestRun " + run.uuid +
                                          " while it executes; ignored");
@@ -601,6 +545,31 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
         return fail(why);
     }
     std::string data = encode_test_data(outputs);
+    // The response around it adds the UUIDs and the quoting of the data.
+    const size_t bound = comms_->limits().max_response_bytes;
+    if (msg::encode(msg::Response{
+                        msg::TestDataResponse{config_.uuid, t.test_uuid, data}})
+            .size() > bound)
+        return fail("test data of " + std::to_string(data.size()) +
+                    " bytes does not fit the response bound of " +
+                    std::to_string(bound) + " bytes (max_response_bytes)");
+    std::string too_much;
+    {
+        std::lock_guard lk(mu_);
+        size_t kept = 0;
+        for (const auto &[id, other] : runs_)
+            if (other->data)
+                kept += other->data->size();
+        if (kept + data.size() > config_.max_kept_data_bytes)
+            too_much =
+                "its " + std::to_string(data.size()) +
+                " bytes of test data do not fit: " + std::to_string(kept) +
+                " bytes already wait for DeleteTestData (bound " +
+                std::to_string(config_.max_kept_data_bytes) +
+                ", max_kept_data_bytes)";
+    }
+    if (!too_much.empty())
+        return fail(too_much);
     {
         std::lock_guard lk(mu_);
         st->executing = false;

@@ -1,10 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <todd/agent/assets.hpp>
+#include <todd/core/json_limits.hpp>
 #include <todd/core/log.hpp>
 
 #include <openssl/evp.h>
-#include <rapidjson/document.h>
-#include <rapidjson/error/en.h>
 
 #include <cerrno>
 #include <cstring>
@@ -122,12 +121,11 @@ msg::Facts collect_facts(const std::map<std::string, std::string> &collectors,
             continue;
         }
         rapidjson::Document d;
-        d.Parse<rapidjson::kParseValidateEncodingFlag>(r.out.c_str(),
-                                                       r.out.size());
+        json::ParseOptions o;
+        o.validate_utf8 = true;
         std::string why;
-        if (d.HasParseError())
-            why = std::string("not JSON: ") +
-                  rapidjson::GetParseError_En(d.GetParseError());
+        if (auto err = json::parse(d, r.out, o))
+            why = (err->too_deep ? "refused: " : "not JSON: ") + err->reason;
         else if (!d.IsObject() || d.MemberCount() != 1)
             why = "not an object with exactly one key";
         else if (!d.MemberBegin()->value.IsArray())

@@ -246,7 +246,8 @@ int agent_main(int argc, char **argv)
 
     std::unique_ptr<Agent> agent;
     try {
-        auto comms = std::make_unique<core::Comms>(core::open_transport(sel));
+        auto comms = std::make_unique<core::Comms>(
+            core::open_transport(sel), core::SendPolicy{}, sel.limits);
         agent = std::make_unique<Agent>(std::move(cfg), std::move(comms));
         agent->start();
     } catch (const std::exception &e) {

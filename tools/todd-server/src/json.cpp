@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "json.hpp"
 
+#include <todd/core/json_limits.hpp>
 #include <todd/core/messages.hpp>
-
-#include <rapidjson/error/en.h>
 
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <stdexcept>
 #include <vector>
 
 namespace todd::server::json {
@@ -56,6 +56,11 @@ void newline(std::string &out, int indent, int depth)
 void write(std::string &out, const rapidjson::Value &v, int indent,
            bool sort_keys, int depth)
 {
+    // Documents come from json::parse (depth-bounded) plus a few levels of
+    // ours; this only keeps a future mistake from becoming a stack overflow.
+    if (depth > static_cast<int>(encode_max_depth))
+        throw std::length_error("JSON to encode: " +
+                                todd::json::too_deep(encode_max_depth));
     switch (v.GetType()) {
     case rapidjson::kNullType: out += "null"; break;
     case rapidjson::kFalseType: out += "false"; break;
@@ -135,15 +140,17 @@ std::string encode(const rapidjson::Value &v, int indent, bool sort_keys)
     return out;
 }
 
-bool parse(rapidjson::Document &doc, std::string_view text, std::string &error)
+bool parse(rapidjson::Document &doc, std::string_view text, std::string &error,
+           unsigned max_depth)
 {
     // Trailing whitespace is fine (the CLI ends its run request with \n);
     // anything else after the value is an error, as with Go's Unmarshal.
-    doc.Parse(text.data(), text.size());
-    if (doc.HasParseError()) {
-        error = std::string("invalid JSON at offset ") +
-                std::to_string(doc.GetErrorOffset()) + ": " +
-                rapidjson::GetParseError_En(doc.GetParseError());
+    todd::json::ParseOptions o;
+    o.max_depth = max_depth;
+    if (auto err = todd::json::parse(doc, text, o)) {
+        error = std::string(err->too_deep ? "JSON refused at offset "
+                                          : "invalid JSON at offset ") +
+                std::to_string(err->offset) + ": " + err->reason;
         return false;
     }
     return true;

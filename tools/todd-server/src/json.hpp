@@ -3,7 +3,7 @@
 // shortest float form, optional 2-space indentation (json.MarshalIndent).
 #pragma once
 
-#include <rapidjson/document.h>
+#include <todd/core/json_limits.hpp>
 
 #include <string>
 #include <string_view>
@@ -17,6 +17,10 @@ std::string quote(std::string_view s);
 /** Append a number as Go prints a float64. */
 void number(std::string &out, double v);
 
+/** The encoder refuses (std::length_error) documents deeper than this:
+ *  parsed ones are bounded by todd::json::max_depth, and ours add a few. */
+inline constexpr unsigned encode_max_depth = 2 * todd::json::max_depth;
+
 /**
  * Encode a value; indent 0 = compact, else that many spaces per level.
  * sort_keys orders object members bytewise (Go maps); otherwise the
@@ -25,7 +29,9 @@ void number(std::string &out, double v);
 std::string encode(const rapidjson::Value &v, int indent = 0,
                    bool sort_keys = false);
 
-/** Parse text; returns false and sets error to a one-line reason. */
-bool parse(rapidjson::Document &doc, std::string_view text, std::string &error);
+/** Parse text (todd::json::parse: iterative, nesting bounded); returns
+ *  false and sets error to a one-line reason naming the offset. */
+bool parse(rapidjson::Document &doc, std::string_view text, std::string &error,
+           unsigned max_depth = todd::json::max_depth);
 
 } // namespace todd::server::json

@@ -3,7 +3,9 @@
 #include "json.hpp"
 
 #include <arpa/inet.h>
+#include <re2/re2.h>
 
+#include <algorithm>
 #include <cstring>
 #include <strings.h>
 
@@ -76,7 +78,7 @@ bool MatchStatement::matches(const msg::Facts &facts) const
     if (hostname) {
         auto it = facts.find("Hostname");
         if (it != facts.end() && !it->second.empty() &&
-            std::regex_search(it->second.front(), *hostname))
+            RE2::PartialMatch(it->second.front(), *hostname))
             return true;
     }
     if (subnet) {
@@ -87,6 +89,26 @@ bool MatchStatement::matches(const msg::Facts &facts) const
                     return true;
     }
     return false;
+}
+
+std::vector<std::string> drop_long_facts(msg::Facts &facts, size_t max_bytes)
+{
+    std::vector<std::string> dropped;
+    for (auto it = facts.begin(); it != facts.end();) {
+        size_t longest = 0;
+        for (const auto &v : it->second)
+            longest = std::max(longest, v.size());
+        if (longest <= max_bytes) {
+            ++it;
+            continue;
+        }
+        dropped.push_back("fact \"" + it->first.substr(0, 64) +
+                          "\" dropped: a value of " + std::to_string(longest) +
+                          " bytes is over the bound of " +
+                          std::to_string(max_bytes));
+        it = facts.erase(it);
+    }
+    return dropped;
 }
 
 bool GroupObject::matches_agent(const msg::Facts &facts) const
@@ -169,13 +191,15 @@ MatchStatement compile(const std::map<std::string, std::string> &m,
 {
     MatchStatement st;
     if (auto it = m.find("hostname"); it != m.end()) {
-        try {
-            st.hostname.emplace(it->second, std::regex::ECMAScript);
-        } catch (const std::regex_error &e) {
+        RE2::Options o;
+        o.set_log_errors(false); // the error goes to the client instead
+        o.set_max_mem(max_regex_memory);
+        auto re = std::make_shared<const RE2>(it->second, o);
+        if (!re->ok())
             throw ObjectError(where +
                               ".hostname: invalid regular expression \"" +
-                              it->second + "\": " + e.what());
-        }
+                              it->second + "\": " + re->error());
+        st.hostname = std::move(re);
     }
     if (auto it = m.find("within_subnet"); it != m.end()) {
         st.subnet = Cidr::parse(it->second);

@@ -7,13 +7,30 @@
 
 #include <array>
 #include <map>
+#include <memory>
 #include <optional>
-#include <regex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+namespace re2 {
+class RE2;
+}
+
 namespace todd::server {
+
+/** A fact value longer than this is dropped from an advert before it is
+ *  kept or matched (hostnames are at most 253 bytes). */
+inline constexpr size_t max_fact_bytes = 4096;
+/** Memory RE2 may use for one compiled hostname pattern (and its DFA). */
+inline constexpr int64_t max_regex_memory = 1 << 20;
+
+/**
+ * Drop every fact with a value longer than max_bytes (the whole fact, so a
+ * cut value never matches a pattern it would not match whole). Returns one
+ * line per dropped fact naming it and its size, for the caller's log.
+ */
+std::vector<std::string> drop_long_facts(msg::Facts &facts, size_t max_bytes);
 
 /** An object was refused; what() is the reason sent to the client. */
 class ObjectError : public std::runtime_error {
@@ -32,9 +49,10 @@ struct Cidr {
     bool contains(const std::string &address) const;
 };
 
-/** One match statement of a group. */
+/** One match statement of a group. hostname is RE2, i.e. Go's regexp
+ *  syntax (what the Go ToDD uses), matched in linear time. */
 struct MatchStatement {
-    std::optional<std::regex> hostname;
+    std::shared_ptr<const re2::RE2> hostname;
     std::optional<Cidr> subnet;
     bool matches(const msg::Facts &facts) const;
 };

@@ -251,7 +251,8 @@ struct Server::Impl {
     {
         core::SendPolicy policy;
         policy.retry_for = std::chrono::milliseconds(10000);
-        comms = std::make_unique<core::Comms>(std::move(t), policy);
+        comms = std::make_unique<core::Comms>(std::move(t), policy,
+                                              cfg.message_limits);
     }
 
     /** Run f on the I/O thread and wait for its result. */
@@ -318,9 +319,15 @@ struct Server::Impl {
             return;
         }
         downloads.erase(a.uuid);
+        std::vector<std::string> dropped;
+        if (a.facts)
+            dropped = drop_long_facts(*a.facts, max_fact_bytes);
         auto [it, inserted] = agents.try_emplace(a.uuid);
         Agent &ag = it->second;
         bool facts_changed = inserted || ag.advert.facts != a.facts;
+        if (facts_changed) // once, not on every advert
+            for (const auto &d : dropped)
+                log::warn(C, "agent " + a.uuid + ": " + d);
         ag.advert = std::move(a);
         ag.advert.expires_ns = 0;
         ag.deadline = steady::now() + cfg.agent_expiry;
@@ -664,7 +671,8 @@ struct Server::Impl {
             return;
         rj::Document doc;
         std::string err;
-        bool ok = json::parse(doc, d.test_data, err);
+        bool ok =
+            json::parse(doc, d.test_data, err, todd::json::test_data_max_depth);
         if (ok && !doc.IsObject()) {
             ok = false;
             err = "not a JSON object";

@@ -6,6 +6,7 @@
 #include <todd/core/messages.hpp>
 #include <todd/core/transport.hpp>
 
+#include <atomic>
 #include <chrono>
 #include <functional>
 #include <memory>
@@ -31,6 +32,16 @@ struct SendPolicy {
     std::chrono::milliseconds max_backoff{2000};
 };
 
+/** The largest payload the facade decodes; bigger deliveries are rejected
+ *  unread. Config keys [Comms] max_message_bytes / max_response_bytes. */
+struct MessageLimits {
+    /** Adverts and tasks: ToDD's are a few KiB. */
+    size_t max_message_bytes = size_t{1} << 20;
+    /** Responses: TestData carries a testlet's output (at most 1 MiB per
+     *  target at the agent) for every target of the run. */
+    size_t max_response_bytes = size_t{4} << 20;
+};
+
 /**
  * Handlers return a Verdict: ack when processed, requeue to see the message
  * again, reject for poison. Messages that do not decode are logged with the
@@ -43,8 +54,8 @@ using ResponseHandler = std::function<Verdict(const msg::Response &)>;
 class Comms {
   public:
     /** Take a created (not necessarily started) transport. */
-    explicit Comms(std::unique_ptr<Transport> transport,
-                   SendPolicy policy = {});
+    explicit Comms(std::unique_ptr<Transport> transport, SendPolicy policy = {},
+                   MessageLimits limits = {});
     ~Comms(); // stops the transport
 
     /** Start the transport (returns at once; connection in background). */
@@ -91,9 +102,16 @@ class Comms {
 
     Transport &transport() { return *transport_; }
 
+    const MessageLimits &limits() const { return limits_; }
+    /** Deliveries rejected unread for being over a MessageLimits bound. */
+    uint64_t oversized_rejected() const { return oversized_->load(); }
+
   private:
     std::unique_ptr<Transport> transport_;
     SendPolicy policy_;
+    MessageLimits limits_;
+    std::shared_ptr<std::atomic<uint64_t>> oversized_ =
+        std::make_shared<std::atomic<uint64_t>>(0);
     std::mutex control_mu_;       // serialises group moves and stop
     mutable std::mutex group_mu_; // guards group_ only, never held in I/O
     std::string group_;

@@ -3,6 +3,7 @@
 // --comms, --plugin-dir, --config, --comms-opt.
 #pragma once
 
+#include <todd/core/comms.hpp>
 #include <todd/core/plugin_registry.hpp>
 #include <todd/core/transport.hpp>
 
@@ -57,6 +58,9 @@ struct CommsSelection {
      *  "role" (e.g. the embedded transport binds as server, connects as
      *  agent) unless the user set it. */
     std::string role;
+    /** [Comms] max_message_bytes / max_response_bytes (or --comms-opt):
+     *  the Comms facade's bounds; taken out of options, not for plugins. */
+    MessageLimits limits;
 };
 
 /** Add --comms, --plugin-dir, --config, --comms-opt to a description. */

@@ -49,6 +49,12 @@ struct AgentConfig {
     std::chrono::milliseconds resend_give_up{3600 * 1000};
     /** Coalesce bursts of asset-directory events this long. */
     std::chrono::milliseconds asset_settle{100};
+    /** Test runs kept at once (installed, running or with unsent data); a
+     *  new install evicts the oldest idle one, else fails. */
+    size_t max_test_runs = 256;
+    /** Test data kept waiting for DeleteTestData, all runs together; a run
+     *  whose data would not fit fails instead. */
+    size_t max_kept_data_bytes = size_t{64} << 20;
 };
 
 /**

@@ -5,6 +5,7 @@
 // benchmarks run it in-process.
 #pragma once
 
+#include <todd/core/comms.hpp>
 #include <todd/core/config.hpp>
 #include <todd/core/transport.hpp>
 
@@ -60,6 +61,8 @@ struct ServerConfig {
     /** [API] StreamLinger: a finished run is still offered to a stream
      *  client that connects this long after its end. */
     milliseconds stream_linger{10000};
+    /** [Comms] max_message_bytes / max_response_bytes (resolve_comms). */
+    core::MessageLimits message_limits;
 };
 
 /**

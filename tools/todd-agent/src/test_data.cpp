@@ -1,0 +1,94 @@
+// SPDX-License-Identifier: Apache-2.0
+// Test data: a testlet's output checked and compacted, and the TestData
+// JSON built from the outputs of a run's targets.
+#include <todd/agent/agent.hpp>
+#include <todd/core/json_limits.hpp>
+
+#include <stdexcept>
+
+namespace todd::agent {
+
+std::string compact_testlet_output(std::string_view out)
+{
+    std::string text(out);
+    rapidjson::Document d;
+    json::ParseOptions o;
+    o.validate_utf8 = true;
+    // The server nests the output two levels further down (see json_limits).
+    o.max_depth = json::testlet_output_max_depth;
+    if (auto err = json::parse(d, text, o)) {
+        if (err->too_deep)
+            throw std::invalid_argument("output refused: " + err->reason +
+                                        " (at offset " +
+                                        std::to_string(err->offset) + ")");
+        std::string first = text.substr(0, 80);
+        for (char &c : first)
+            if (c == '\n' || c == '\r')
+                c = ' ';
+        throw std::invalid_argument(
+            "output is not JSON (" + err->reason + " at offset " +
+            std::to_string(err->offset) + "): \"" + first + "\"");
+    }
+    if (!d.IsObject())
+        throw std::invalid_argument("output is JSON but not an object");
+    // Re-emit the bytes without whitespace, as Go's json.Compact with HTML
+    // escaping: numbers and escapes keep their original spelling.
+    std::string r;
+    r.reserve(text.size());
+    bool in_str = false, esc = false;
+    for (size_t i = 0; i < text.size(); ++i) {
+        unsigned char c = static_cast<unsigned char>(text[i]);
+        if (in_str) {
+            if (esc)
+                esc = false;
+            else if (c == '\\')
+                esc = true;
+            else if (c == '"')
+                in_str = false;
+            if (c == '<' || c == '>' || c == '&') {
+                static const char hex[] = "0123456789abcdef";
+                r += "\\u00";
+                r.push_back(hex[c >> 4]);
+                r.push_back(hex[c & 15]);
+                continue;
+            }
+            // U+2028 / U+2029 (E2 80 A8 / E2 80 A9).
+            if (c == 0xE2 && i + 2 < text.size() &&
+                static_cast<unsigned char>(text[i + 1]) == 0x80 &&
+                (static_cast<unsigned char>(text[i + 2]) == 0xA8 ||
+                 static_cast<unsigned char>(text[i + 2]) == 0xA9)) {
+                r += static_cast<unsigned char>(text[i + 2]) == 0xA8
+                         ? "\\u2028"
+                         : "\\u2029";
+                i += 2;
+                continue;
+            }
+            r.push_back(static_cast<char>(c));
+        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
+            continue;
+        } else {
+            if (c == '"')
+                in_str = true;
+            r.push_back(static_cast<char>(c));
+        }
+    }
+    return r;
+}
+
+std::string encode_test_data(const std::map<std::string, std::string> &outputs)
+{
+    std::string s = "{";
+    bool first = true;
+    for (const auto &[target, json] : outputs) {
+        if (!first)
+            s += ',';
+        first = false;
+        s += msg::go_quote(target);
+        s += ':';
+        s += json;
+    }
+    s += '}';
+    return s;
+}
+
+} // namespace todd::agent
