@@ -173,6 +173,10 @@ msg::Hashes hash_directory(const std::string &dir)
 {
     msg::Hashes out;
     std::error_code ec;
+    if (fs::is_symlink(dir, ec)) {
+        log::warn("assets", dir + " is a symlink: not served, not advertised");
+        return out;
+    }
     for (fs::directory_iterator it(dir, ec), end; !ec && it != end;
          it.increment(ec)) {
         std::error_code ec2;
