@@ -198,8 +198,11 @@ class ServerProcess {
                     log.c_str() + log.find(", assets 127.0.0.1:", a) + 19);
                 return api > 0 && stream > 0 && assets_port > 0;
             }
-            if (wait_for(pid, 0ms) != -1)
+            if (int st = wait_for(pid, 0ms); st != -1) {
+                exit_status = st;
+                pid = -1; // reaped
                 return false;
+            }
             std::this_thread::sleep_for(20ms);
         }
         return false;
@@ -237,6 +240,7 @@ class ServerProcess {
     fs::path dir, assets;
     std::string endpoint;
     pid_t pid = -1;
+    int exit_status = -1; // when start() saw it exit
     int api = 0, stream = 0, assets_port = 0;
     std::vector<pid_t> agents;
 };
@@ -525,6 +529,26 @@ TEST(ServerSockets, ConnectionBoundShedsTheLongestIdle)
         << "the longest idle connection was not closed";
     for (int fd : held)
         close(fd);
+}
+
+} // namespace
+
+namespace {
+
+TEST(ServerSockets, BadBoundsAreRefusedAtStart)
+{
+    for (const std::string bad :
+         {"MaxConnections = 0\n", "MaxBodyBytes = -1\n",
+          "MaxHeaderBytes = lots\n", "IdleTimeout = 0\n"}) {
+        ServerProcess s(bad);
+        EXPECT_FALSE(s.start()) << bad;
+        EXPECT_EQ(s.exit_status, 2) << bad;
+        std::string key = bad.substr(0, bad.find(' '));
+        for (auto &c : key)
+            c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+        EXPECT_NE(s.log().find("[api] " + key), std::string::npos)
+            << bad << s.log();
+    }
 }
 
 } // namespace
