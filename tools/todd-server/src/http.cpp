@@ -100,12 +100,36 @@ class Session : public std::enable_shared_from_this<Session>, public Conn {
         bhttp::async_write(
             stream_, *res_,
             [self = shared_from_this()](beast::error_code ec, size_t) {
+                if (!ec && !self->res_->keep_alive() &&
+                    self->res_->result_int() >= 400)
+                    return self->linger();
                 if (ec || !self->res_->keep_alive()) {
                     self->close();
                     return;
                 }
                 self->res_.reset();
                 self->read();
+            });
+    }
+
+    // After refusing a request whose body was not read: stop sending and
+    // discard a little of what the client still sends, so that closing does
+    // not reset the connection before the client has read the reply.
+    void linger()
+    {
+        if (drain_.empty()) { // first call: one second in all
+            beast::error_code ec;
+            stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+            stream_.expires_after(std::chrono::seconds(1));
+            drain_.resize(16384);
+        }
+        stream_.async_read_some(
+            asio::buffer(drain_),
+            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                self->drained_ += n;
+                if (ec || self->drained_ >= 65536)
+                    return self->close();
+                self->linger();
             });
     }
 
@@ -130,6 +154,8 @@ class Session : public std::enable_shared_from_this<Session>, public Conn {
     Limits limits_;
     std::shared_ptr<Connections> conns_;
     bool open_ = true;
+    std::string drain_;
+    size_t drained_ = 0;
 };
 
 } // namespace
