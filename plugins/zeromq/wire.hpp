@@ -149,6 +149,19 @@ inline Msgv views(const Frames &in, std::string_view (&buf)[Frames::kMax])
     return Msgv{buf, n};
 }
 
+/**
+ * Bound every frame a peer may send (ZMQ_MAXMSGSIZE). libzmq checks the
+ * announced size before allocating and drops a connection that exceeds it,
+ * so one unauthenticated peer cannot make this process reserve gigabytes.
+ */
+inline void set_max_message(void *sock, long long bytes)
+{
+    if (bytes <= 0)
+        return; // parse() refuses that; nothing to bound here
+    int64_t v = bytes;
+    zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &v, sizeof v);
+}
+
 /** Wake whoever polls an eventfd. */
 inline void eventfd_kick(int fd)
 {

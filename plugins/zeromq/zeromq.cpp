@@ -62,6 +62,9 @@ const todd_comms_config_key kKeys[] = {
     {"heartbeat_timeout_ms", TODD_COMMS_CFG_INT, 0, "5000",
      "a silent peer is gone after this; its unacknowledged messages are "
      "requeued"},
+    {"max_message_bytes", TODD_COMMS_CFG_INT, 0, "16777216",
+     "largest frame a peer may send (ZMQ_MAXMSGSIZE on every socket); a "
+     "peer announcing more is disconnected before anything is allocated"},
 };
 
 constexpr todd_comms_status kPendingStatus = 1; // not a valid status
@@ -74,6 +77,7 @@ struct Settings {
     long long prefetch = 256;
     long long heartbeat_ms = 1000;
     long long heartbeat_timeout_ms = 5000;
+    long long max_message_bytes = 0; // from the key table
 };
 
 long long positive(const Config &c, const char *key, long long fallback)
@@ -113,6 +117,7 @@ Settings parse(const Config &c)
     s.prefetch = positive(c, "prefetch", 256);
     s.heartbeat_ms = positive(c, "heartbeat_ms", 1000);
     s.heartbeat_timeout_ms = positive(c, "heartbeat_timeout_ms", 5000);
+    s.max_message_bytes = positive(c, "max_message_bytes", 0);
     if (s.heartbeat_timeout_ms <= s.heartbeat_ms)
         throw Error(TODD_COMMS_E_CONFIG,
                     "configuration key 'heartbeat_timeout_ms' (" +
@@ -874,6 +879,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             es.max_held = s_.max_held;
             es.heartbeat_ms = s_.heartbeat_ms;
             es.heartbeat_timeout_ms = s_.heartbeat_timeout_ms;
+            es.max_message_bytes = s_.max_message_bytes;
             LocalClient *self = this;
             engine_ = std::make_unique<Engine>(ctx_, es, host(), self);
             engine_->bind();
@@ -896,6 +902,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                    static_cast<int>(s_.heartbeat_ms));
         setopt_int(dealer_, ZMQ_HEARTBEAT_TIMEOUT,
                    static_cast<int>(s_.heartbeat_timeout_ms));
+        set_max_message(dealer_, s_.max_message_bytes);
         // Connection events let a reconnect be noticed at once.
         const char *mon = "inproc://todd-zeromq-monitor";
         if (zmq_socket_monitor(dealer_, mon,

@@ -71,6 +71,24 @@ std::string url_file_name(const std::string &url)
     return rest.substr(rest.rfind('/') + 1);
 }
 
+/** Why a name from the server cannot be an asset file's, or nullptr. The
+ *  server advertises and serves no such names (docs/server.md). */
+const char *bad_file_name(const std::string &name)
+{
+    if (name.empty())
+        return "empty";
+    for (unsigned char c : name)
+        if (c == 0 || c < 0x20 || c == 0x7f || c == '/' || c == '\\')
+            return "NUL, control character or path separator";
+    if (name[0] == '.')
+        return "starts with '.'";
+    if (name.rfind(download_temp_prefix, 0) == 0)
+        return "our temporary prefix";
+    if (name.find('%') != std::string::npos)
+        return "percent-encoded";
+    return nullptr;
+}
+
 DownloadResult download_one(const std::string &url, const std::string &opt_dir,
                             const std::atomic<bool> &cancel)
 {
@@ -87,9 +105,8 @@ DownloadResult download_one(const std::string &url, const std::string &opt_dir,
         return r;
     }
     std::string name = url_file_name(url);
-    if (name.empty() || name == "." || name == ".." ||
-        name.rfind(download_temp_prefix, 0) == 0) {
-        r.error = "no usable file name in the URL";
+    if (const char *why = bad_file_name(name)) {
+        r.error = std::string("no usable file name in the URL: ") + why;
         return r;
     }
     fs::path dir = fs::path(opt_dir) / "assets" / kind;

@@ -9,6 +9,7 @@
 #include <functional>
 #include <mutex>
 #include <string>
+#include <string_view>
 #include <thread>
 
 namespace todd::server {
@@ -23,6 +24,22 @@ std::string sha256_file(const std::string &path);
 
 /** Hash every regular file directly under dir (missing dir = empty). */
 msg::Hashes hash_directory(const std::string &dir);
+
+/** What GET <target> on the asset server answers. */
+struct AssetReply {
+    int status = 404; // 200, 400 or 404
+    std::string body; // the file (200) or why not (log line)
+};
+
+/**
+ * GET /<factcollectors|testlets>/<name> under root. The name is
+ * percent-decoded strictly; NUL, '/', '\\', "..", control characters or a
+ * bad escape give 400; a dotfile, a symlink (even one pointing inside the
+ * root), anything but a regular file, or a missing one give 404. Opened
+ * with O_NOFOLLOW on every component below root, so nothing outside root
+ * is reached.
+ */
+AssetReply read_asset(const std::string &root, std::string_view target);
 
 class AssetWatcher {
   public:

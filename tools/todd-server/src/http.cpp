@@ -3,6 +3,9 @@
 
 #include <todd/core/log.hpp>
 
+#include <algorithm>
+#include <climits>
+#include <cstdint>
 #include <ctime>
 
 namespace todd::server::http {
@@ -11,26 +14,35 @@ namespace beast = boost::beast;
 
 namespace {
 
-constexpr size_t body_limit = 1 << 20;
-constexpr std::chrono::seconds idle_timeout{120};
-
-class Session : public std::enable_shared_from_this<Session> {
+class Session : public std::enable_shared_from_this<Session>, public Conn {
   public:
-    Session(tcp::socket s, std::shared_ptr<Handler> h, const std::string &name)
-        : stream_(std::move(s)), handler_(std::move(h)), name_(name)
+    Session(tcp::socket s, std::shared_ptr<Handler> h, const std::string &name,
+            const Limits &limits, std::shared_ptr<Connections> conns)
+        : stream_(std::move(s)), handler_(std::move(h)), name_(name),
+          limits_(limits), conns_(std::move(conns))
     {
+        conns_->add(this);
     }
+    ~Session() override { conns_->remove(this); }
     void start() { read(); }
+    void shed() override { close(); }
 
   private:
     void read()
     {
         parser_.emplace();
-        parser_->body_limit(body_limit);
-        stream_.expires_after(idle_timeout);
+        parser_->body_limit(limits_.body_limit);
+        parser_->header_limit(static_cast<uint32_t>(
+            std::min<size_t>(limits_.header_limit, UINT32_MAX)));
+        stream_.expires_after(limits_.idle_timeout);
+        // Waiting for a request (first or keep-alive): the first to go
+        // when descriptors run out.
+        idle = true;
+        idle_since = std::chrono::steady_clock::now();
         bhttp::async_read(
             stream_, buf_, *parser_,
             [self = shared_from_this()](beast::error_code ec, size_t) {
+                self->idle = false;
                 self->on_read(ec);
             });
     }
@@ -40,19 +52,28 @@ class Session : public std::enable_shared_from_this<Session> {
         if (ec == bhttp::error::end_of_stream || ec == asio::error::eof ||
             ec == beast::error::timeout ||
             ec == asio::error::operation_aborted ||
-            ec == asio::error::connection_reset) {
+            ec == asio::error::connection_reset || !open_) {
             close();
             return;
         }
         if (ec) {
-            // Malformed HTTP: say so and close, as Go does.
+            // Malformed or too large: say so and close, as Go does. A body
+            // over the bound is refused from its Content-Length, unread.
             Request dummy;
             dummy.version(11);
-            auto code = ec == bhttp::error::body_limit
-                            ? bhttp::status::payload_too_large
-                            : bhttp::status::bad_request;
-            log::debug(name_, "bad request: " + ec.message());
-            Response res = error(dummy, code, "Bad request: " + ec.message());
+            auto code = bhttp::status::bad_request;
+            std::string what = "Bad request: " + ec.message();
+            if (ec == bhttp::error::body_limit) {
+                code = bhttp::status::payload_too_large;
+                what = "Request body larger than " +
+                       std::to_string(limits_.body_limit) + " bytes";
+            } else if (ec == bhttp::error::header_limit) {
+                code = bhttp::status::request_header_fields_too_large;
+                what = "Request header larger than " +
+                       std::to_string(limits_.header_limit) + " bytes";
+            }
+            log::debug(name_, "bad request: " + what);
+            Response res = error(dummy, code, what);
             res.keep_alive(false);
             write(std::move(res));
             return;
@@ -75,10 +96,13 @@ class Session : public std::enable_shared_from_this<Session> {
     {
         res_ = std::make_shared<Response>(std::move(res));
         res_->prepare_payload();
-        stream_.expires_after(idle_timeout);
+        stream_.expires_after(limits_.idle_timeout);
         bhttp::async_write(
             stream_, *res_,
             [self = shared_from_this()](beast::error_code ec, size_t) {
+                if (!ec && !self->res_->keep_alive() &&
+                    self->res_->result_int() >= 400)
+                    return self->linger();
                 if (ec || !self->res_->keep_alive()) {
                     self->close();
                     return;
@@ -88,11 +112,37 @@ class Session : public std::enable_shared_from_this<Session> {
             });
     }
 
+    // After refusing a request whose body was not read: stop sending and
+    // discard a little of what the client still sends, so that closing does
+    // not reset the connection before the client has read the reply.
+    void linger()
+    {
+        if (drain_.empty()) { // first call: one second in all
+            beast::error_code ec;
+            stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
+            stream_.expires_after(std::chrono::seconds(1));
+            drain_.resize(16384);
+        }
+        stream_.async_read_some(
+            asio::buffer(drain_),
+            [self = shared_from_this()](beast::error_code ec, size_t n) {
+                self->drained_ += n;
+                if (ec || self->drained_ >= 65536)
+                    return self->close();
+                self->linger();
+            });
+    }
+
     void close()
     {
+        if (!open_)
+            return;
+        open_ = false;
+        idle = false;
         beast::error_code ec;
         stream_.socket().shutdown(tcp::socket::shutdown_send, ec);
         stream_.socket().close(ec);
+        conns_->remove(this);
     }
 
     beast::tcp_stream stream_;
@@ -101,6 +151,11 @@ class Session : public std::enable_shared_from_this<Session> {
     std::shared_ptr<Response> res_;
     std::shared_ptr<Handler> handler_;
     std::string name_;
+    Limits limits_;
+    std::shared_ptr<Connections> conns_;
+    bool open_ = true;
+    std::string drain_;
+    size_t drained_ = 0;
 };
 
 } // namespace
@@ -118,10 +173,11 @@ tcp::endpoint resolve_endpoint(asio::io_context &ioc, const std::string &host,
 }
 
 Listener::Listener(asio::io_context &ioc, const std::string &host,
-                   uint16_t port, Handler handler, std::string name)
+                   uint16_t port, Handler handler, std::string name,
+                   Limits limits, std::shared_ptr<Connections> conns)
     : ioc_(ioc), acceptor_(ioc),
       handler_(std::make_shared<Handler>(std::move(handler))),
-      name_(std::move(name))
+      name_(std::move(name)), limits_(limits), conns_(std::move(conns))
 {
     auto ep = resolve_endpoint(ioc, host, port);
     acceptor_.open(ep.protocol());
@@ -133,32 +189,27 @@ Listener::Listener(asio::io_context &ioc, const std::string &host,
 
 void Listener::start()
 {
-    accept();
+    std::weak_ptr<Listener> weak = shared_from_this();
+    loop_ = std::make_shared<AcceptLoop>(
+        acceptor_, conns_, name_, busy_response(), [weak](tcp::socket s) {
+            auto self = weak.lock();
+            if (!self)
+                return;
+            boost::system::error_code ec;
+            s.set_option(tcp::no_delay(true), ec);
+            std::make_shared<Session>(std::move(s), self->handler_, self->name_,
+                                      self->limits_, self->conns_)
+                ->start();
+        });
+    loop_->start();
 }
 
 void Listener::stop()
 {
+    if (loop_)
+        loop_->stop();
     boost::system::error_code ec;
     acceptor_.close(ec);
-}
-
-void Listener::accept()
-{
-    acceptor_.async_accept(asio::make_strand(ioc_),
-                           [self = shared_from_this()](
-                               boost::system::error_code ec, tcp::socket s) {
-                               if (ec == asio::error::operation_aborted ||
-                                   !self->acceptor_.is_open())
-                                   return;
-                               if (!ec) {
-                                   s.set_option(tcp::no_delay(true), ec);
-                                   std::make_shared<Session>(std::move(s),
-                                                             self->handler_,
-                                                             self->name_)
-                                       ->start();
-                               }
-                               self->accept();
-                           });
 }
 
 std::string http_date()

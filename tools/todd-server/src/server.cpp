@@ -226,6 +226,8 @@ struct Server::Impl {
     std::unique_ptr<AssetWatcher> assets;
     std::shared_ptr<http::Listener> api, asset_http;
     std::unique_ptr<tcp::acceptor> stream_acceptor;
+    std::shared_ptr<http::Connections> conns; // all listeners' connections
+    std::shared_ptr<http::AcceptLoop> stream_loop;
     uint16_t stream_port = 0;
     core::Subscription advert_sub, response_sub;
     std::optional<asio::executor_work_guard<asio::io_context::executor_type>>
@@ -1018,29 +1020,19 @@ struct Server::Impl {
 
     http::Response serve_asset(const http::Request &req)
     {
-        std::string target(req.target());
-        target = target.substr(0, target.find('?'));
-        auto slash = target.find('/', 1);
-        if (slash == std::string::npos)
-            return http::not_found(req);
-        std::string type = target.substr(1, slash - 1);
-        std::string name = url_decode(target.substr(slash + 1));
-        if ((type != "factcollectors" && type != "testlets") || name.empty() ||
-            name[0] == '.' || name.find('/') != std::string::npos)
-            return http::not_found(req);
-        std::string path = assets->root() + "/" + type + "/" + name;
-        std::error_code ec;
-        if (!std::filesystem::is_regular_file(path, ec))
-            return http::not_found(req);
-        std::ifstream in(path, std::ios::binary);
-        std::string body((std::istreambuf_iterator<char>(in)),
-                         std::istreambuf_iterator<char>());
-        if (!in.good() && !in.eof())
-            return http::error(req, status::internal_server_error,
-                               "Internal Error");
-        auto res = http::ok(req, std::move(body));
+        AssetReply r = read_asset(assets->root(), std::string(req.target()));
+        if (r.status != 200) {
+            log::debug(C, "asset " + std::string(req.target()) +
+                              " refused: " + r.body);
+            if (r.status == 404)
+                return http::not_found(req);
+            return http::error(req, static_cast<status>(r.status),
+                               r.status == 400 ? "Bad Request"
+                                               : "Internal Error");
+        }
+        auto res = http::ok(req, std::move(r.body));
         res.set(bhttp::field::content_type, "application/octet-stream");
-        log::debug(C, "served asset " + type + "/" + name);
+        log::debug(C, "served asset " + std::string(req.target()));
         return res;
     }
 
@@ -1064,12 +1056,17 @@ struct Server::Impl {
         return best;
     }
 
-    class StreamSession : public std::enable_shared_from_this<StreamSession> {
+    class StreamSession : public std::enable_shared_from_this<StreamSession>,
+                          public http::Conn {
       public:
         StreamSession(Impl &impl, tcp::socket s)
-            : impl_(impl), sock_(std::move(s)), timer_(impl.ioc)
+            : impl_(impl), sock_(std::move(s)), timer_(impl.ioc),
+              conns_(impl.conns)
         {
+            conns_->add(this); // counted, never idle: not shed
         }
+        ~StreamSession() override { conns_->remove(this); }
+        void shed() override { close(); }
         void start()
         {
             run_ = impl_.claim_stream_run();
@@ -1136,6 +1133,7 @@ struct Server::Impl {
             timer_.cancel();
             sock_.shutdown(tcp::socket::shutdown_both, ec);
             sock_.close(ec);
+            conns_->remove(this);
         }
         Impl &impl_;
         tcp::socket sock_;
@@ -1145,21 +1143,18 @@ struct Server::Impl {
         std::string line_;
         uint64_t sent_version_ = 0;
         bool final_ = false;
+        std::shared_ptr<http::Connections> conns_;
     };
 
     void accept_stream()
     {
-        stream_acceptor->async_accept([this](boost::system::error_code ec,
-                                             tcp::socket s) {
-            if (ec == asio::error::operation_aborted ||
-                !stream_acceptor->is_open())
-                return;
-            if (!ec) {
+        stream_loop = std::make_shared<http::AcceptLoop>(
+            *stream_acceptor, conns, "stream", "", [this](tcp::socket s) {
+                boost::system::error_code ec;
                 s.set_option(tcp::no_delay(true), ec);
                 std::make_shared<StreamSession>(*this, std::move(s))->start();
-            }
-            accept_stream();
-        });
+            });
+        stream_loop->start();
     }
 
     // ---- lifecycle -----------------------------------------------------
@@ -1180,9 +1175,13 @@ struct Server::Impl {
         assets = std::make_unique<AssetWatcher>(
             root, [this] { asio::post(ioc, [this] { downloads.clear(); }); });
         assets->start();
+        http::Limits limits{cfg.max_body_bytes, cfg.max_header_bytes,
+                            cfg.max_connections, cfg.idle_timeout};
+        conns = std::make_shared<http::Connections>(cfg.max_connections);
         api = std::make_shared<http::Listener>(
             ioc, cfg.api_host, cfg.api_port,
-            [this](const http::Request &r) { return rest(r); }, "api");
+            [this](const http::Request &r) { return rest(r); }, "api", limits,
+            conns);
         auto sep = http::resolve_endpoint(ioc, cfg.api_host, cfg.stream_port);
         stream_acceptor = std::make_unique<tcp::acceptor>(ioc);
         stream_acceptor->open(sep.protocol());
@@ -1193,7 +1192,7 @@ struct Server::Impl {
         asset_http = std::make_shared<http::Listener>(
             ioc, cfg.assets_host, cfg.assets_port,
             [this](const http::Request &r) { return serve_asset(r); },
-            "assets");
+            "assets", limits, conns);
         url_host = cfg.advertised_addr;
         if (url_host.empty()) {
             if (cfg.assets_host != "0.0.0.0" && cfg.assets_host != "::" &&
@@ -1247,6 +1246,8 @@ struct Server::Impl {
             api->stop();
             asset_http->stop();
             boost::system::error_code ec;
+            if (stream_loop)
+                stream_loop->stop();
             stream_acceptor->close(ec);
             for (auto &[id, a] : agents)
                 a.timer->cancel();

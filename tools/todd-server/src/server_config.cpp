@@ -7,7 +7,9 @@
 #include <ifaddrs.h>
 #include <netinet/in.h>
 
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <set>
 
 namespace todd::server {
@@ -61,6 +63,25 @@ double seconds_value(const core::IniFile &ini, const std::string &sec,
                       "\" is not a number of seconds");
 }
 
+/** A count or size from 1 to max. */
+size_t count_value(const core::IniFile &ini, const std::string &sec,
+                   const std::string &key, size_t fallback, size_t max)
+{
+    if (!ini.has(sec, key))
+        return fallback;
+    std::string v = ini.get(sec, key);
+    try {
+        size_t used = 0;
+        unsigned long long n = std::stoull(v, &used);
+        if (used == v.size() && v[0] != '-' && n >= 1 && n <= max)
+            return static_cast<size_t>(n);
+    } catch (const std::exception &) {
+    }
+    throw ConfigError(where(ini, sec, key) + ": \"" + v +
+                      "\" is not a whole number from 1 to " +
+                      std::to_string(max));
+}
+
 milliseconds ms(double s)
 {
     return milliseconds(static_cast<int64_t>(std::llround(s * 1000)));
@@ -94,7 +115,8 @@ ServerConfig load_server_config(const core::IniFile &ini,
 {
     static const std::map<std::string, std::set<std::string>> known = {
         {"api",
-         {"host", "port", "streamport", "streamacktimeout", "streamlinger"}},
+         {"host", "port", "streamport", "streamacktimeout", "streamlinger",
+          "maxbodybytes", "maxheaderbytes", "maxconnections", "idletimeout"}},
         {"assets", {"ip", "port", "downloadretry"}},
         {"grouping", {"interval", "agentexpiry"}},
         {"testing",
@@ -134,6 +156,18 @@ ServerConfig load_server_config(const core::IniFile &ini,
     c.stream_ack_timeout =
         ms(seconds_value(ini, "api", "streamacktimeout", 30));
     c.stream_linger = ms(seconds_value(ini, "api", "streamlinger", 10));
+    c.max_body_bytes = count_value(ini, "api", "maxbodybytes", c.max_body_bytes,
+                                   size_t(1) << 40);
+    c.max_header_bytes = count_value(ini, "api", "maxheaderbytes",
+                                     c.max_header_bytes, UINT32_MAX);
+    c.max_connections =
+        count_value(ini, "api", "maxconnections", c.max_connections, 1000000);
+    if (ini.has("api", "idletimeout")) {
+        c.idle_timeout = ms(seconds_value(ini, "api", "idletimeout", 120));
+        if (c.idle_timeout.count() <= 0)
+            throw ConfigError(where(ini, "api", "idletimeout") +
+                              ": must be above 0 seconds");
+    }
     if (ini.has("assets", "ip") && !ini.get("assets", "ip").empty())
         c.assets_host = ini.get("assets", "ip");
     c.assets_port = port_value(ini, "assets", "port", c.assets_port);

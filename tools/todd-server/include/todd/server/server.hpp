@@ -63,6 +63,15 @@ struct ServerConfig {
     milliseconds stream_linger{10000};
     /** [Comms] max_message_bytes / max_response_bytes (resolve_comms). */
     core::MessageLimits message_limits;
+    /** [API] MaxBodyBytes: a request body above this gets 413, unread. */
+    size_t max_body_bytes = 1 << 20;
+    /** [API] MaxHeaderBytes: a request head above this gets 431. */
+    size_t max_header_bytes = 8192;
+    /** [API] MaxConnections: open connections of the REST, asset and
+     *  stream listeners together; above it the longest idle is shed. */
+    size_t max_connections = 1024;
+    /** [API] IdleTimeout: an HTTP connection silent this long is closed. */
+    milliseconds idle_timeout{120000};
 };
 
 /**
