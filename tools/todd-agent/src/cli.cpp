@@ -249,6 +249,11 @@ int agent_main(int argc, char **argv)
         auto comms = std::make_unique<core::Comms>(core::open_transport(sel));
         agent = std::make_unique<Agent>(std::move(cfg), std::move(comms));
         agent->start();
+    } catch (const core::CommsError &e) {
+        // The plugin refused its configuration in create (e.g. a TLS file
+        // that cannot be used): nothing has connected, retrying cannot help.
+        std::cerr << "todd-agent: " << e.what() << "\n";
+        return e.status() == TODD_COMMS_E_CONFIG ? exit_usage : exit_failure;
     } catch (const std::exception &e) {
         std::cerr << "todd-agent: " << e.what() << "\n";
         return exit_failure;
