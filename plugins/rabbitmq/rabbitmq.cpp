@@ -100,10 +100,13 @@ class RabbitTransport final : public Transport {
                      std::to_string(b.port);
         host.logf(TODD_COMMS_LOG_DEBUG,
                   "brokers %s, user '%s', vhost '%s', tls %s, "
-                  "confirms %s, durable %s",
+                  "confirms %s, durable %s, dead letters %s",
                   where.c_str(), s_.user.c_str(), s_.vhost.c_str(),
                   s_.tls ? "on" : "off", s_.confirms ? "on" : "off",
-                  s_.durable ? "on" : "off");
+                  s_.durable ? "on" : "off",
+                  s_.dead_letter_exchange.empty()
+                      ? "dropped"
+                      : s_.dead_letter_exchange.c_str());
     }
 
     ~RabbitTransport() override { stop(); }
@@ -613,7 +616,18 @@ class RabbitTransport final : public Transport {
                 exchange_declared_ = true;
         }
         amqp_bytes_t q = amqp_cstring_bytes(queue.c_str());
-        amqp_queue_declare(c, ch, q, 0, durable, 0, 0, amqp_empty_table);
+        // Opt-in: a queue declared with other arguments is refused (406).
+        amqp_table_entry_t dlx;
+        amqp_table_t args = amqp_empty_table;
+        if (!s_.dead_letter_exchange.empty()) {
+            dlx.key = amqp_cstring_bytes("x-dead-letter-exchange");
+            dlx.value.kind = AMQP_FIELD_KIND_UTF8;
+            dlx.value.value.bytes =
+                amqp_cstring_bytes(s_.dead_letter_exchange.c_str());
+            args.num_entries = 1;
+            args.entries = &dlx;
+        }
+        amqp_queue_declare(c, ch, q, 0, durable, 0, 0, args);
         if (!rpc_ok(c))
             return declare_failed(c, ch, publisher,
                                   "queue.declare '" + queue + "'", queue);
@@ -1231,7 +1245,8 @@ class RabbitTransport final : public Transport {
         case TODD_COMMS_VERDICT_REQUEUE:
             amqp_basic_nack(c, env.channel, env.delivery_tag, 0, 1);
             break;
-        default: // REJECT or unknown: drop, never redeliver
+        default: // REJECT or unknown: never redeliver (dead-lettered
+                 // when dead_letter_exchange is set, else dropped)
             amqp_basic_reject(c, env.channel, env.delivery_tag, 0);
             break;
         }
