@@ -144,10 +144,12 @@ class Program {
 /** A TCP port on 127.0.0.1 that never answers like a broker: it listens
  *  but never accepts. With full=true its accept queue is filled first, so
  *  that new connects hang in SYN_SENT (the kernel drops their SYNs); with
- *  full=false connects complete and then nothing is ever said. */
+ *  full=false connects complete and then nothing is ever said. refusing()
+ *  is bound but not listening: connects are refused at once. */
 class DeadPort {
   public:
-    explicit DeadPort(bool full)
+    static DeadPort refusing() { return DeadPort(false, false); }
+    explicit DeadPort(bool full, bool listening = true)
     {
         fd_ = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
         sockaddr_in a{};
@@ -156,7 +158,7 @@ class DeadPort {
         socklen_t len = sizeof a;
         if (fd_ < 0 ||
             ::bind(fd_, reinterpret_cast<sockaddr *>(&a), len) != 0 ||
-            ::listen(fd_, full ? 0 : 64) != 0 ||
+            (listening && ::listen(fd_, full ? 0 : 64) != 0) ||
             ::getsockname(fd_, reinterpret_cast<sockaddr *>(&a), &len) != 0)
             throw std::runtime_error("cannot make a listening socket");
         port_ = ntohs(a.sin_port);
@@ -169,6 +171,11 @@ class DeadPort {
                 fillers_.push_back(c);
             }
         }
+    }
+    DeadPort(DeadPort &&o) noexcept
+        : fd_(o.fd_), port_(o.port_), fillers_(std::move(o.fillers_))
+    {
+        o.fd_ = -1;
     }
     ~DeadPort()
     {

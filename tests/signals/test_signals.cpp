@@ -140,12 +140,8 @@ TEST_P(Signals, RabbitmqLoginHangsAfterStartReturned)
 TEST_P(Signals, RabbitmqRefusedAndRetrying)
 {
     TempDir dir;
-    int port;
-    {
-        DeadPort gone(false);
-        port = gone.port();
-    } // closed: connects are refused (the port may be reused; harmless)
-    auto p = run(GetParam(), dir, "rabbitmq", rabbit_at(port));
+    DeadPort refusing = DeadPort::refusing(); // connects refused at once
+    auto p = run(GetParam(), dir, "rabbitmq", rabbit_at(refusing.port()));
     ASSERT_TRUE(p->wait_output("rabbitmq: connecting")) << p->output();
     expect_prompt_exit(*p);
 }
