@@ -159,6 +159,25 @@ struct Transport::Impl {
     std::atomic<uint64_t> next_cookie{1};
     std::vector<std::thread> unsubscribers;
 
+    mutable std::mutex counts; // guards rejected
+    std::map<std::string, uint64_t, std::less<>> rejected;
+
+    /** A REJECT verdict for destination: count it, log the running count. */
+    void count_reject(std::string_view destination)
+    {
+        uint64_t n;
+        {
+            std::lock_guard lock(counts);
+            auto it = rejected.find(destination);
+            if (it == rejected.end())
+                it = rejected.emplace(std::string(destination), 0).first;
+            n = ++it->second;
+        }
+        log::info(component, "rejected a message from '" +
+                                 std::string(destination) + "' (" +
+                                 std::to_string(n) + " rejected there so far)");
+    }
+
     todd_comms_host_ctx *ctx()
     {
         return reinterpret_cast<todd_comms_host_ctx *>(this);
@@ -246,6 +265,7 @@ struct Transport::Impl {
                     log::warn(s->component,
                               "deliver for unknown subscription " +
                                   std::to_string(cookie) + "; rejected");
+                    s->count_reject(m->destination ? m->destination : "");
                     return TODD_COMMS_VERDICT_REJECT;
                 }
                 h = it->second;
@@ -259,7 +279,10 @@ struct Transport::Impl {
             dv.redelivered = (m->flags & TODD_COMMS_MSG_REDELIVERED) != 0;
             CallbackScope scope(s);
             try {
-                return static_cast<int32_t>((*h)(dv));
+                Verdict v = (*h)(dv);
+                if (v == Verdict::reject)
+                    s->count_reject(dv.destination);
+                return static_cast<int32_t>(v);
             } catch (const std::exception &e) {
                 log::warn(s->component,
                           "handler for '" + std::string(dv.destination) +
@@ -602,6 +625,19 @@ void Transport::on_state(StateHandler handler)
     Impl &i = *impl_;
     std::lock_guard lock(i.handlers);
     i.on_state = std::make_shared<StateHandler>(std::move(handler));
+}
+
+std::map<std::string, uint64_t> Transport::rejected() const
+{
+    std::lock_guard lock(impl_->counts);
+    return {impl_->rejected.begin(), impl_->rejected.end()};
+}
+
+uint64_t Transport::rejected(std::string_view destination) const
+{
+    std::lock_guard lock(impl_->counts);
+    auto it = impl_->rejected.find(destination);
+    return it == impl_->rejected.end() ? 0 : it->second;
 }
 
 LinkState Transport::state() const

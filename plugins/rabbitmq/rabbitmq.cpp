@@ -15,6 +15,9 @@
 //    subscription, so a 406 or a cancel only ever affects that subscription.
 // A publish thus makes progress while the consumer thread sits in deliver.
 
+#include "connect.hpp"
+#include "settings.hpp"
+
 #include <todd/comms/sdk.hpp>
 
 #include <amqp.h>
@@ -45,8 +48,8 @@
 namespace {
 
 using namespace todd::comms::sdk;
+using namespace todd_rabbitmq;
 using Clock = std::chrono::steady_clock;
-using std::chrono::milliseconds;
 
 // clang-format off
 const todd_comms_config_key rabbitmq_keys[] = {
@@ -72,194 +75,9 @@ const todd_comms_config_key rabbitmq_keys[] = {
     {"confirms", TODD_COMMS_CFG_BOOL, 0, "true", "publisher confirms: a publish succeeds only once the broker has the message"},
     {"durable", TODD_COMMS_CFG_BOOL, 0, "false", "durable exchange/queues and persistent messages (NOT compatible with Go ToDD peers)"},
     {"exchange", TODD_COMMS_CFG_STRING, 0, "test_exchange", "exchange name (ToDD: test_exchange)"},
+    {"dead_letter_exchange", TODD_COMMS_CFG_STRING, 0, "", "declare queues with this x-dead-letter-exchange so rejected messages go there (empty = off; NOT compatible with queues declared without it, see docs/rabbitmq.md)"},
 };
 // clang-format on
-
-constexpr amqp_channel_t pub_channel = 1;  // publishes and confirms
-constexpr amqp_channel_t decl_channel = 2; // publisher's declarations
-constexpr int frame_max = 131072;
-
-struct Broker {
-    std::string host;
-    int port;
-};
-
-struct Settings {
-    std::vector<Broker> brokers;
-    std::string user, password, vhost, exchange;
-    int heartbeat = 10;
-    milliseconds connect_timeout{5000}, publish_timeout{5000},
-        reconnect_max{5000};
-    bool tls = false, verify_peer = true, verify_hostname = true;
-    std::string tls_ca, tls_cert, tls_key;
-    uint32_t prefetch = 100;
-    bool confirms = true, durable = false;
-};
-
-std::string bytes_str(amqp_bytes_t b)
-{
-    return b.len == 0 ? std::string()
-                      : std::string(static_cast<const char *>(b.bytes), b.len);
-}
-
-long long ranged(const Config &c, const char *key, long long lo, long long hi)
-{
-    long long v = c.integer(key);
-    if (v < lo || v > hi)
-        throw Error(TODD_COMMS_E_CONFIG,
-                    std::string("configuration key '") + key +
-                        "' = " + std::to_string(v) + " is out of range [" +
-                        std::to_string(lo) + ", " + std::to_string(hi) + "]");
-    return v;
-}
-
-Settings parse_settings(const Config &c)
-{
-    Settings s;
-    int port = static_cast<int>(ranged(c, "port", 1, 65535));
-    for (const auto &item : c.list("brokers")) {
-        Broker b{item, port};
-        std::string hostpart = item;
-        std::string portpart;
-        if (!item.empty() && item[0] == '[') { // [v6]:port
-            auto close = item.find(']');
-            if (close == std::string::npos)
-                throw Error(TODD_COMMS_E_CONFIG,
-                            "brokers: bad address '" + item + "'");
-            hostpart = item.substr(1, close - 1);
-            if (close + 1 < item.size() && item[close + 1] == ':')
-                portpart = item.substr(close + 2);
-        } else if (auto colon = item.rfind(':');
-                   colon != std::string::npos && item.find(':') == colon) {
-            hostpart = item.substr(0, colon);
-            portpart = item.substr(colon + 1);
-        }
-        b.host = hostpart;
-        if (!portpart.empty()) {
-            char *end = nullptr;
-            long p = std::strtol(portpart.c_str(), &end, 10);
-            if (*end != '\0' || p < 1 || p > 65535)
-                throw Error(TODD_COMMS_E_CONFIG,
-                            "brokers: bad port in '" + item + "'");
-            b.port = static_cast<int>(p);
-        }
-        if (b.host.empty())
-            throw Error(TODD_COMMS_E_CONFIG,
-                        "brokers: empty host in '" + item + "'");
-        s.brokers.push_back(b);
-    }
-    if (s.brokers.empty())
-        s.brokers.push_back({c.str("host", "localhost"), port});
-    s.user = c.str("user", "guest");
-    s.password = c.str("password", "guest");
-    if (c.has("password_env")) {
-        std::string name = c.str("password_env");
-        const char *v = std::getenv(name.c_str());
-        if (v == nullptr)
-            throw Error(TODD_COMMS_E_CONFIG,
-                        "password_env: environment variable '" + name +
-                            "' is not set");
-        s.password = v;
-    }
-    if (c.has("password_file")) {
-        std::string path = c.str("password_file");
-        std::ifstream f(path);
-        if (!f)
-            throw Error(TODD_COMMS_E_CONFIG, "password_file: cannot read '" +
-                                                 path +
-                                                 "': " + std::strerror(errno));
-        std::getline(f, s.password);
-        while (!s.password.empty() &&
-               (s.password.back() == '\r' || s.password.back() == ' '))
-            s.password.pop_back();
-    }
-    s.vhost = c.str("vhost", "/");
-    s.exchange = c.str("exchange", "test_exchange");
-    if (s.exchange.empty() || s.exchange.size() > 255)
-        throw Error(TODD_COMMS_E_CONFIG, "exchange: must be 1-255 bytes");
-    s.heartbeat = static_cast<int>(ranged(c, "heartbeat", 0, 3600));
-    s.connect_timeout = milliseconds(ranged(c, "connect_timeout", 1, 600000));
-    s.publish_timeout = milliseconds(ranged(c, "publish_timeout", 0, 3600000));
-    s.reconnect_max = milliseconds(ranged(c, "reconnect_max", 10, 3600000));
-    s.tls = c.boolean("tls");
-    s.verify_peer = c.boolean("tls_verify_peer", true);
-    s.verify_hostname = c.boolean("tls_verify_hostname", true);
-    s.tls_ca = c.str("tls_ca");
-    s.tls_cert = c.str("tls_cert");
-    s.tls_key = c.str("tls_key");
-    if (s.tls_cert.empty() != s.tls_key.empty())
-        throw Error(TODD_COMMS_E_CONFIG,
-                    "tls_cert and tls_key must be given together");
-    for (const auto *f : {&s.tls_ca, &s.tls_cert, &s.tls_key})
-        if (!f->empty() && access(f->c_str(), R_OK) != 0)
-            throw Error(TODD_COMMS_E_CONFIG, "cannot read TLS file '" + *f +
-                                                 "': " + std::strerror(errno));
-    s.prefetch = static_cast<uint32_t>(ranged(c, "prefetch", 0, 65535));
-    s.confirms = c.boolean("confirms", true);
-    s.durable = c.boolean("durable", false);
-    return s;
-}
-
-// Result of an operation on a link: a status plus the words for the log.
-struct Outcome {
-    todd_comms_status status = TODD_COMMS_OK;
-    std::string detail;
-    bool ok() const { return status == TODD_COMMS_OK; }
-};
-
-// A failed RPC: channel.close is local to the channel (e.g. 406), anything
-// else means the connection is gone.
-struct RpcFailure {
-    bool channel_closed = false;
-    uint16_t code = 0;
-    std::string text;
-    Outcome outcome;
-};
-
-RpcFailure describe_rpc(amqp_rpc_reply_t r, const std::string &what)
-{
-    RpcFailure f;
-    if (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
-        f.outcome = {TODD_COMMS_E_UNAVAILABLE,
-                     what + ": " + amqp_error_string2(r.library_error)};
-    } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-               r.reply.id == AMQP_CHANNEL_CLOSE_METHOD) {
-        auto *m = static_cast<amqp_channel_close_t *>(r.reply.decoded);
-        f.channel_closed = true;
-        f.code = m->reply_code;
-        f.text = bytes_str(m->reply_text);
-        todd_comms_status st = TODD_COMMS_E_PROTOCOL;
-        if (f.code == 403)
-            st = TODD_COMMS_E_AUTH;
-        f.outcome = {st, what + ": broker refused (" + std::to_string(f.code) +
-                             " " + f.text + ")"};
-    } else if (r.reply_type == AMQP_RESPONSE_SERVER_EXCEPTION &&
-               r.reply.id == AMQP_CONNECTION_CLOSE_METHOD) {
-        auto *m = static_cast<amqp_connection_close_t *>(r.reply.decoded);
-        f.code = m->reply_code;
-        f.text = bytes_str(m->reply_text);
-        todd_comms_status st = TODD_COMMS_E_UNAVAILABLE;
-        if (f.code == 403 || f.code == 530)
-            st = TODD_COMMS_E_AUTH;
-        f.outcome = {st, what + ": broker closed the connection (" +
-                             std::to_string(f.code) + " " + f.text + ")"};
-    } else {
-        f.outcome = {TODD_COMMS_E_UNAVAILABLE, what + ": no reply"};
-    }
-    return f;
-}
-
-bool rpc_ok(amqp_connection_state_t c)
-{
-    return amqp_get_rpc_reply(c).reply_type == AMQP_RESPONSE_NORMAL;
-}
-
-void close_ok_channel(amqp_connection_state_t c, amqp_channel_t ch)
-{
-    amqp_channel_close_ok_t ok{};
-    ok.dummy = 0;
-    amqp_send_method(c, ch, AMQP_CHANNEL_CLOSE_OK_METHOD, &ok);
-}
 
 uint64_t fnv1a(const void *data, size_t len)
 {
@@ -269,181 +87,6 @@ uint64_t fnv1a(const void *data, size_t len)
         h = (h ^ p[i]) * 1099511628211ull;
     return h;
 }
-
-timeval to_timeval(milliseconds ms)
-{
-    timeval tv;
-    tv.tv_sec = static_cast<time_t>(ms.count() / 1000);
-    tv.tv_usec = static_cast<suseconds_t>((ms.count() % 1000) * 1000);
-    return tv;
-}
-
-// An eventfd to wake a thread blocked in poll().
-class Waker {
-  public:
-    Waker() : fd_(eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC))
-    {
-        if (fd_ < 0)
-            throw Error(TODD_COMMS_E_INTERNAL,
-                        std::string("eventfd: ") + std::strerror(errno));
-    }
-    ~Waker() { close(fd_); }
-    void wake()
-    {
-        uint64_t one = 1;
-        ssize_t r = write(fd_, &one, sizeof one);
-        (void)r;
-    }
-    void drain()
-    {
-        uint64_t v;
-        ssize_t r = read(fd_, &v, sizeof v);
-        (void)r;
-    }
-    int fd() const { return fd_; }
-
-  private:
-    int fd_;
-};
-
-// Open one AMQP connection, trying every broker in turn starting at *next.
-// On success channel 1 is open. Never logs the password.
-amqp_connection_state_t open_connection(const Settings &s, size_t *next,
-                                        const char *role, Outcome *out,
-                                        std::string *where)
-{
-    Outcome last{TODD_COMMS_E_UNAVAILABLE, "no broker configured"};
-    for (size_t n = 0; n < s.brokers.size(); ++n) {
-        const Broker &b = s.brokers[(*next + n) % s.brokers.size()];
-        std::string addr = b.host + ":" + std::to_string(b.port);
-        amqp_connection_state_t c = amqp_new_connection();
-        if (c == nullptr) {
-            last = {TODD_COMMS_E_NOMEM, "out of memory"};
-            continue;
-        }
-        amqp_socket_t *sock =
-            s.tls ? amqp_ssl_socket_new(c) : amqp_tcp_socket_new(c);
-        Outcome o;
-        if (sock == nullptr) {
-            o = {TODD_COMMS_E_INTERNAL, "cannot create socket"};
-        } else if (s.tls) {
-            amqp_ssl_socket_set_verify_peer(sock, s.verify_peer ? 1 : 0);
-            amqp_ssl_socket_set_verify_hostname(sock,
-                                                s.verify_hostname ? 1 : 0);
-            if (!s.tls_ca.empty() &&
-                amqp_ssl_socket_set_cacert(sock, s.tls_ca.c_str()) != 0)
-                o = {TODD_COMMS_E_CONFIG,
-                     "cannot load TLS CA file '" + s.tls_ca + "'"};
-            else if (!s.tls_cert.empty() &&
-                     amqp_ssl_socket_set_key(sock, s.tls_cert.c_str(),
-                                             s.tls_key.c_str()) != 0)
-                o = {TODD_COMMS_E_CONFIG, "cannot load TLS certificate '" +
-                                              s.tls_cert + "' / key '" +
-                                              s.tls_key + "'"};
-        }
-        if (o.ok()) {
-            timeval tv = to_timeval(s.connect_timeout);
-            int st =
-                amqp_socket_open_noblock(sock, b.host.c_str(), b.port, &tv);
-            if (st != AMQP_STATUS_OK) {
-                todd_comms_status code = TODD_COMMS_E_UNAVAILABLE;
-                std::string why = amqp_error_string2(st);
-                if (st == AMQP_STATUS_SSL_PEER_VERIFY_FAILED ||
-                    st == AMQP_STATUS_SSL_HOSTNAME_VERIFY_FAILED) {
-                    code = TODD_COMMS_E_AUTH;
-                    why = "TLS verification of the broker failed (" + why + ")";
-                } else if (st == AMQP_STATUS_SSL_CONNECTION_FAILED ||
-                           st == AMQP_STATUS_SSL_ERROR) {
-                    code = TODD_COMMS_E_PROTOCOL;
-                    why = "TLS handshake failed (" + why + ")";
-                }
-                o = {code,
-                     std::string(role) + " connect to " + addr + ": " + why};
-            }
-        }
-        if (o.ok()) {
-            amqp_set_handshake_timeout(c, nullptr);
-            timeval tv = to_timeval(s.connect_timeout);
-            amqp_set_handshake_timeout(c, &tv);
-            amqp_rpc_reply_t r = amqp_login(c, s.vhost.c_str(), 0, frame_max,
-                                            s.heartbeat, AMQP_SASL_METHOD_PLAIN,
-                                            s.user.c_str(), s.password.c_str());
-            if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-                RpcFailure f = describe_rpc(r, "login");
-                o = f.outcome;
-                if (f.code == 403 ||
-                    (r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION &&
-                     r.library_error == AMQP_STATUS_CONNECTION_CLOSED)) {
-                    // RabbitMQ closes the socket (or sends 403) on bad
-                    // credentials.
-                    o.status = TODD_COMMS_E_AUTH;
-                    o.detail = "login refused by " + addr + " for user '" +
-                               s.user + "' on vhost '" + s.vhost +
-                               "': wrong user name or password" +
-                               (f.text.empty() ? "" : " (" + f.text + ")");
-                } else if (f.code == 530) {
-                    o.status = TODD_COMMS_E_AUTH;
-                    o.detail = "vhost '" + s.vhost + "' refused by " + addr +
-                               " for user '" + s.user + "' (" + f.text + ")";
-                } else {
-                    o.detail = std::string(role) + " login to " + addr + ": " +
-                               o.detail;
-                }
-            }
-        }
-        if (o.ok()) {
-            amqp_channel_open(c, pub_channel);
-            if (!rpc_ok(c))
-                o = describe_rpc(amqp_get_rpc_reply(c), "channel.open").outcome;
-        }
-        if (o.ok()) {
-            // Detect dead connections in RPCs even without heartbeats.
-            timeval rpc =
-                to_timeval(std::max(s.connect_timeout, milliseconds(10000)));
-            amqp_set_rpc_timeout(c, &rpc);
-            *next = (*next + n) % s.brokers.size();
-            *where = addr;
-            *out = {};
-            return c;
-        }
-        amqp_destroy_connection(c);
-        last = o;
-    }
-    *next = (*next + 1) % s.brokers.size();
-    *out = last;
-    return nullptr;
-}
-
-void close_connection(amqp_connection_state_t c, bool graceful)
-{
-    if (c == nullptr)
-        return;
-    if (graceful) {
-        timeval tv{1, 0};
-        amqp_set_rpc_timeout(c, &tv);
-        amqp_connection_close(c, AMQP_REPLY_SUCCESS);
-    }
-    amqp_destroy_connection(c);
-}
-
-// Exponential backoff with jitter, capped.
-class Backoff {
-  public:
-    explicit Backoff(milliseconds cap) : cap_(cap) {}
-    milliseconds next()
-    {
-        milliseconds d = cur_;
-        cur_ = std::min(cap_, cur_ * 2);
-        std::uniform_int_distribution<long long> dist(d.count() / 2, d.count());
-        return milliseconds(dist(rng_));
-    }
-    void reset() { cur_ = milliseconds(100); }
-
-  private:
-    milliseconds cap_;
-    milliseconds cur_{100};
-    std::mt19937_64 rng_{std::random_device{}()};
-};
 
 class RabbitTransport final : public Transport {
   public:
@@ -457,10 +100,13 @@ class RabbitTransport final : public Transport {
                      std::to_string(b.port);
         host.logf(TODD_COMMS_LOG_DEBUG,
                   "brokers %s, user '%s', vhost '%s', tls %s, "
-                  "confirms %s, durable %s",
+                  "confirms %s, durable %s, dead letters %s",
                   where.c_str(), s_.user.c_str(), s_.vhost.c_str(),
                   s_.tls ? "on" : "off", s_.confirms ? "on" : "off",
-                  s_.durable ? "on" : "off");
+                  s_.durable ? "on" : "off",
+                  s_.dead_letter_exchange.empty()
+                      ? "dropped"
+                      : s_.dead_letter_exchange.c_str());
     }
 
     ~RabbitTransport() override { stop(); }
@@ -471,9 +117,16 @@ class RabbitTransport final : public Transport {
         if (started_)
             throw Error(TODD_COMMS_E_STATE, "already started");
         started_ = true;
+        started_at_ = Clock::now();
         report(Link::pub, TODD_COMMS_STATE_CONNECTING, TODD_COMMS_OK, "");
-        pub_thread_ = std::thread([this] { pub_loop(); });
-        con_thread_ = std::thread([this] { con_loop(); });
+        pub_thread_ = std::thread([this] {
+            pub_loop();
+            thread_done();
+        });
+        con_thread_ = std::thread([this] {
+            con_loop();
+            thread_done();
+        });
     }
 
     void stop() override
@@ -492,6 +145,21 @@ class RabbitTransport final : public Transport {
         }
         pub_wake_.wake();
         con_wake_.wake();
+        // Attempts not yet up end now; a live connection gets a grace
+        // time to close cleanly, then its socket is cut too, whatever RPC
+        // the thread may be blocked in on a broker that stopped answering.
+        stop_line_.wake();
+        pub_guard_.cut(false);
+        con_guard_.cut(false);
+        {
+            std::unique_lock<std::mutex> lk(exit_mu_);
+            if (!exit_cv_.wait_for(lk, stop_grace,
+                                   [&] { return threads_done_ == 2; })) {
+                lk.unlock();
+                pub_guard_.cut(true);
+                con_guard_.cut(true);
+            }
+        }
         if (pub_thread_.joinable())
             pub_thread_.join();
         if (con_thread_.joinable())
@@ -557,12 +225,22 @@ class RabbitTransport final : public Transport {
             return; // consumed once connected
         con_wake_.wake();
         // Wait for the broker's answer so a refused declaration is an error
-        // of this call; bounded, the subscription stays pending otherwise.
+        // of this call, but not for a connection that is not up (only
+        // while the first attempt may still succeed quickly): a control
+        // call that waits for a dead broker keeps the host from stopping.
         auto deadline = Clock::now() + s_.connect_timeout + milliseconds(5000);
-        con_cv_.wait_until(lk, deadline, [&] {
-            return sub->phase != Sub::Phase::wanted || stopping_ ||
-                   (con_attempted_ && !con_up_);
-        });
+        auto grace_end =
+            started_at_ + std::min(s_.connect_timeout, first_connect_grace);
+        for (;;) {
+            if (sub->phase != Sub::Phase::wanted || stopping_)
+                break;
+            auto now = Clock::now();
+            if (now >= deadline ||
+                (!con_up_ && (con_attempted_ || now >= grace_end)))
+                break;
+            con_cv_.wait_until(lk, con_up_ ? deadline
+                                           : std::min(deadline, grace_end));
+        }
         if (sub->phase == Sub::Phase::failed) {
             subs_.erase(cookie);
             throw Error(sub->status, sub->error);
@@ -577,7 +255,9 @@ class RabbitTransport final : public Transport {
             throw Error(TODD_COMMS_E_INVAL,
                         "unknown subscription " + std::to_string(cookie));
         auto sub = it->second;
-        if (!started_ || stopped_ || !con_thread_.joinable()) {
+        if (!started_ || stopped_ || !con_thread_.joinable() || !con_up_) {
+            // Not consuming at any broker, and the consumer thread looks
+            // at subs_ only while connected: nothing to wait for.
             subs_.erase(it);
             return;
         }
@@ -591,6 +271,18 @@ class RabbitTransport final : public Transport {
     }
 
   private:
+    // How long stop() lets a live connection close cleanly.
+    static constexpr milliseconds stop_grace{1000};
+    // How long subscribe waits for a first connection that is not up yet.
+    static constexpr milliseconds first_connect_grace{1000};
+
+    void thread_done()
+    {
+        std::lock_guard<std::mutex> g(exit_mu_);
+        ++threads_done_;
+        exit_cv_.notify_all();
+    }
+
     // ------------------------------------------------------------------
     // State reporting: one state for the instance, from both links.
 
@@ -924,7 +616,18 @@ class RabbitTransport final : public Transport {
                 exchange_declared_ = true;
         }
         amqp_bytes_t q = amqp_cstring_bytes(queue.c_str());
-        amqp_queue_declare(c, ch, q, 0, durable, 0, 0, amqp_empty_table);
+        // Opt-in: a queue declared with other arguments is refused (406).
+        amqp_table_entry_t dlx;
+        amqp_table_t args = amqp_empty_table;
+        if (!s_.dead_letter_exchange.empty()) {
+            dlx.key = amqp_cstring_bytes("x-dead-letter-exchange");
+            dlx.value.kind = AMQP_FIELD_KIND_UTF8;
+            dlx.value.value.bytes =
+                amqp_cstring_bytes(s_.dead_letter_exchange.c_str());
+            args.num_entries = 1;
+            args.entries = &dlx;
+        }
+        amqp_queue_declare(c, ch, q, 0, durable, 0, 0, args);
         if (!rpc_ok(c))
             return declare_failed(c, ch, publisher,
                                   "queue.declare '" + queue + "'", queue);
@@ -996,8 +699,9 @@ class RabbitTransport final : public Transport {
             if (conn == nullptr) {
                 Outcome o;
                 std::string where;
-                conn = open_connection(s_, &pub_next_broker_, "publisher", &o,
-                                       &where);
+                conn =
+                    open_connection(s_, &pub_next_broker_, "publisher",
+                                    {stop_line_.fd(), &pub_guard_}, &o, &where);
                 if (conn != nullptr && s_.confirms) {
                     amqp_confirm_select(conn, pub_channel);
                     if (!rpc_ok(conn)) {
@@ -1009,6 +713,9 @@ class RabbitTransport final : public Transport {
                     }
                 }
                 if (conn == nullptr) {
+                    pub_guard_.release();
+                    if (stopping_)
+                        break;
                     {
                         std::lock_guard<std::mutex> g(pub_mu_);
                         pub_last_error_ = o.detail;
@@ -1019,6 +726,7 @@ class RabbitTransport final : public Transport {
                     continue;
                 }
                 pub_backoff_.reset();
+                pub_guard_.established();
                 {
                     std::lock_guard<std::mutex> g(pub_mu_);
                     pub_conn_ = conn;
@@ -1058,6 +766,7 @@ class RabbitTransport final : public Transport {
                 pub_conn_ = nullptr;
                 lk.unlock();
                 close_connection(conn, false);
+                pub_guard_.release();
                 conn = nullptr;
                 if (!stopping_)
                     report(Link::pub, TODD_COMMS_STATE_RECONNECTING,
@@ -1071,6 +780,7 @@ class RabbitTransport final : public Transport {
         pub_conn_ = nullptr;
         lk.unlock();
         close_connection(conn, true);
+        pub_guard_.release();
     }
 
     // Read every available frame of the publishing link (pub_mu_ held).
@@ -1228,9 +938,13 @@ class RabbitTransport final : public Transport {
             if (conn == nullptr) {
                 Outcome o;
                 std::string where;
-                conn = open_connection(s_, &con_next_broker_, "consumer", &o,
-                                       &where);
+                conn =
+                    open_connection(s_, &con_next_broker_, "consumer",
+                                    {stop_line_.fd(), &con_guard_}, &o, &where);
                 if (conn == nullptr) {
+                    con_guard_.release();
+                    if (stopping_)
+                        break;
                     {
                         std::lock_guard<std::mutex> g(con_mu_);
                         con_attempted_ = true;
@@ -1243,6 +957,7 @@ class RabbitTransport final : public Transport {
                     continue;
                 }
                 con_backoff_.reset();
+                con_guard_.established();
                 used_channels_.clear();
                 used_channels_.insert(pub_channel); // opened by connect
                 next_channel_ = 2;
@@ -1273,6 +988,7 @@ class RabbitTransport final : public Transport {
             }
             if (!alive) {
                 close_connection(conn, false);
+                con_guard_.release();
                 conn = nullptr;
                 {
                     std::lock_guard<std::mutex> g(con_mu_);
@@ -1294,6 +1010,7 @@ class RabbitTransport final : public Transport {
             }
         }
         close_connection(conn, conn != nullptr);
+        con_guard_.release();
         std::lock_guard<std::mutex> g(con_mu_);
         con_up_ = false;
         con_exited_ = true;
@@ -1528,7 +1245,8 @@ class RabbitTransport final : public Transport {
         case TODD_COMMS_VERDICT_REQUEUE:
             amqp_basic_nack(c, env.channel, env.delivery_tag, 0, 1);
             break;
-        default: // REJECT or unknown: drop, never redeliver
+        default: // REJECT or unknown: never redeliver (dead-lettered
+                 // when dead_letter_exchange is set, else dropped)
             amqp_basic_reject(c, env.channel, env.delivery_tag, 0);
             break;
         }
@@ -1541,6 +1259,12 @@ class RabbitTransport final : public Transport {
     std::atomic<bool> stopping_{false};
     std::atomic<bool> started_{false}, stopped_{false};
     std::atomic<bool> ever_up_{false};
+    Clock::time_point started_at_;
+    Waker stop_line_; // written once by stop(), never drained
+    SocketGuard pub_guard_, con_guard_;
+    std::mutex exit_mu_;
+    std::condition_variable exit_cv_;
+    int threads_done_ = 0;
 
     std::mutex state_mu_;
     int32_t link_state_[2] = {TODD_COMMS_STATE_CONNECTING,

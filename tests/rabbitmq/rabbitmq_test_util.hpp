@@ -236,6 +236,22 @@ class RawPeer {
         check(amqp_get_rpc_reply(c_), "queue.bind");
     }
 
+    /** A fanout exchange and a queue bound to it: where dead letters go. */
+    void declare_dead_letter(const std::string &exchange, const std::string &q)
+    {
+        amqp_exchange_declare(c_, 1, amqp_cstring_bytes(exchange.c_str()),
+                              amqp_cstring_bytes("fanout"), 0, 0, 0, 0,
+                              amqp_empty_table);
+        check(amqp_get_rpc_reply(c_), "exchange.declare");
+        amqp_queue_declare(c_, 1, amqp_cstring_bytes(q.c_str()), 0, 0, 0, 0,
+                           amqp_empty_table);
+        check(amqp_get_rpc_reply(c_), "queue.declare");
+        amqp_queue_bind(c_, 1, amqp_cstring_bytes(q.c_str()),
+                        amqp_cstring_bytes(exchange.c_str()),
+                        amqp_cstring_bytes(""), amqp_empty_table);
+        check(amqp_get_rpc_reply(c_), "queue.bind");
+    }
+
     /** Publish as the Go ToDD does: test_exchange, key = queue,
      *  content-type text/plain, optional expiration. */
     void publish(const std::string &q, const std::string &body,

@@ -28,10 +28,12 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <poll.h>
 #include <random>
 #include <set>
 #include <string>
 #include <string_view>
+#include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <thread>
@@ -1666,12 +1668,23 @@ int todd_comms_check_main(int argc, char **argv)
     }
     std::fflush(stdout);
     std::fflush(stderr);
+    // SIGINT/SIGTERM end the check at any point: the parent takes them
+    // through a signalfd and kills the test host, which may be blocked in
+    // the plugin (docs: exit status 128 + the signal's number).
+    sigset_t stop_set, old_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGTERM);
+    ::sigprocmask(SIG_BLOCK, &stop_set, &old_set);
+    int sig_fd = ::signalfd(-1, &stop_set, SFD_CLOEXEC);
     pid_t pid = ::fork();
     if (pid < 0) {
         std::perror("todd-comms check: fork");
         return 2;
     }
     if (pid == 0) {
+        ::close(sig_fd);
+        ::sigprocmask(SIG_SETMASK, &old_set, nullptr);
         ::close(fds[0]);
         g_report_fd = fds[1];
         // Unique destination names: a broker may be shared with other runs.
@@ -1718,6 +1731,23 @@ int todd_comms_check_main(int argc, char **argv)
         }
     };
     for (;;) {
+        pollfd pf[2] = {{fds[0], POLLIN, 0}, {sig_fd, POLLIN, 0}};
+        if (::poll(pf, sig_fd >= 0 ? 2 : 1, -1) < 0 && errno == EINTR)
+            continue;
+        if (sig_fd >= 0 && (pf[1].revents & POLLIN)) {
+            signalfd_siginfo si{};
+            ssize_t r = ::read(sig_fd, &si, sizeof si);
+            int sig = r == sizeof si ? static_cast<int>(si.ssi_signo) : SIGTERM;
+            ::kill(pid, SIGKILL);
+            while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+            }
+            std::fprintf(stderr,
+                         "todd-comms check: stopped by %s during %s; test "
+                         "host killed\n",
+                         strsignal(sig),
+                         current.empty() ? "start-up" : current.c_str());
+            return 128 + sig;
+        }
         ssize_t n = ::read(fds[0], chunk, sizeof chunk);
         if (n < 0 && errno == EINTR)
             continue;

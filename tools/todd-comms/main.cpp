@@ -25,7 +25,8 @@ namespace {
 constexpr int kOk = 0, kError = 1, kUsage = 2;
 
 const char *kExitCodes = "Exit status: 0 success, 1 error (plugin not found or "
-                         "refused, no plugin loadable), 2 usage error.\n";
+                         "refused, no plugin loadable), 2 usage error; check "
+                         "stopped by SIGINT/SIGTERM: 130/143.\n";
 
 /** Thrown for command-line mistakes: exit status 2. */
 struct UsageError : std::runtime_error {

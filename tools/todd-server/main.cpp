@@ -5,6 +5,7 @@
 #include <todd/core/config.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
+#include <todd/core/transport.hpp>
 #include <todd_build_config.h>
 
 #include <boost/program_options.hpp>
@@ -94,6 +95,10 @@ int main(int argc, char **argv)
     } catch (const core::ConfigError &e) {
         std::cerr << "todd-server: " << e.what() << "\n";
         return 2;
+    } catch (const core::CommsError &e) {
+        // E_CONFIG: the plugin refused its configuration in create.
+        std::cerr << "todd-server: " << e.what() << "\n";
+        return e.status() == TODD_COMMS_E_CONFIG ? 2 : 1;
     } catch (const std::exception &e) {
         std::cerr << "todd-server: error: " << e.what() << "\n";
         return 1;

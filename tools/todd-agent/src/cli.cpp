@@ -250,6 +250,11 @@ int agent_main(int argc, char **argv)
             core::open_transport(sel), core::SendPolicy{}, sel.limits);
         agent = std::make_unique<Agent>(std::move(cfg), std::move(comms));
         agent->start();
+    } catch (const core::CommsError &e) {
+        // The plugin refused its configuration in create (e.g. a TLS file
+        // that cannot be used): nothing has connected, retrying cannot help.
+        std::cerr << "todd-agent: " << e.what() << "\n";
+        return e.status() == TODD_COMMS_E_CONFIG ? exit_usage : exit_failure;
     } catch (const std::exception &e) {
         std::cerr << "todd-agent: " << e.what() << "\n";
         return exit_failure;

@@ -124,6 +124,12 @@ class Transport {
     void on_state(StateHandler handler);
     LinkState state() const;
 
+    /** Messages this host answered with Verdict::reject (poison: they did
+     *  not decode, or a handler refused them), per destination, since
+     *  create. Each one is also logged with the running count. */
+    std::map<std::string, uint64_t> rejected() const;
+    uint64_t rejected(std::string_view destination) const;
+
     const PluginInfo &plugin() const;
 
   private:
