@@ -82,6 +82,7 @@ class Engine {
     void poll_once(long timeout_ms, int extra_fd);
 
   private:
+    friend struct EngineFuzz; // tests/fuzz/fuzz_zmq_engine.cpp drives handle()
     struct Msg {
         std::string payload;
         std::string ctype;

@@ -4,7 +4,9 @@
 // inside Beast's parser (boost::optional in basic_parser.hpp); the warning is
 // located in the header, so silencing it for the includes is enough.
 #pragma GCC diagnostic push
+#if !defined(__clang__) // clang has no such warning and refuses the name
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
