@@ -8,7 +8,6 @@
 
 #include <algorithm>
 #include <random>
-#include <thread>
 
 namespace todd::core {
 namespace {
@@ -102,9 +101,19 @@ void Comms::start()
     transport_->start();
 }
 
+void Comms::cancel_sends()
+{
+    {
+        std::lock_guard lk(cancel_mu_);
+        cancelled_ = true;
+    }
+    cancel_cv_.notify_all();
+}
+
 void Comms::stop()
 {
     refuse_in_handler("stop");
+    cancel_sends();
     std::lock_guard lk(control_mu_);
     group_sub_.reset();
     transport_->stop();
@@ -217,7 +226,16 @@ void Comms::send_raw(const std::string &queue, std::string_view payload,
     milliseconds backoff = std::max(policy_.initial_backoff, milliseconds(1));
     const milliseconds max_backoff = std::max(policy_.max_backoff, backoff);
     thread_local std::minstd_rand rng(std::random_device{}());
+    const auto cancelled = [&] {
+        return CommsError(TODD_COMMS_E_STATE, "send to queue \"" + queue +
+                                                  "\" cancelled: stopping");
+    };
     for (int attempt = 1;; ++attempt) {
+        {
+            std::lock_guard lk(cancel_mu_);
+            if (cancelled_)
+                throw cancelled();
+        }
         try {
             transport_->publish(queue, payload, opts);
             if (attempt > 1)
@@ -256,7 +274,9 @@ void Comms::send_raw(const std::string &queue, std::string_view payload,
                               "\" failed, retrying for up to " +
                               std::to_string(policy_.retry_for.count()) +
                               " ms: " + e.what());
-            std::this_thread::sleep_for(pause);
+            std::unique_lock lk(cancel_mu_);
+            if (cancel_cv_.wait_for(lk, pause, [&] { return cancelled_; }))
+                throw cancelled();
             backoff = std::min(backoff * 2, max_backoff);
         }
     }

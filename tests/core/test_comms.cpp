@@ -9,6 +9,7 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <future>
 #include <mutex>
 #include <unistd.h>
 
@@ -428,6 +429,38 @@ TEST(Comms, UnavailableIsRetriedThenGivesUpClearly)
         EXPECT_FALSE(contains(w, "after 1 attempt(s)"))
             << "never retried: " << w;
     }
+}
+
+TEST(Comms, CancelSendsEndsARetryingSendAtOnce)
+{
+    SendPolicy forever;
+    forever.retry_for = std::chrono::hours(1);
+    forever.max_backoff = std::chrono::hours(1);
+    forever.initial_backoff = std::chrono::hours(1);
+    Comms c(Transport::create(plugin(FIXTURE_DIR, "unreachable"),
+                              {{"endpoint", "nowhere"}}),
+            forever);
+    c.start();
+    LogCapture logs;
+    // The sender is in its first back-off (an hour) once it has logged it.
+    auto send = std::async(std::launch::async, [&] {
+        c.send_task("agent-x", msg::KeyValueTask{"k", "v"});
+    });
+    ASSERT_TRUE(logs.wait_for("failed, retrying for up to"));
+    c.cancel_sends();
+    // Bounded wait so that a regression fails instead of hanging the suite.
+    ASSERT_EQ(send.wait_for(std::chrono::seconds(10)),
+              std::future_status::ready);
+    try {
+        send.get();
+        FAIL() << "a cancelled send returned normally";
+    } catch (const CommsError &e) {
+        EXPECT_EQ(e.status(), TODD_COMMS_E_STATE);
+        EXPECT_TRUE(contains(e.what(), "cancelled")) << e.what();
+    }
+    // Later sends fail at once too.
+    EXPECT_THROW(c.send_task("agent-x", msg::KeyValueTask{"k", "v"}),
+                 CommsError);
 }
 
 TEST(Comms, UnavailableThatRecoversSucceeds)

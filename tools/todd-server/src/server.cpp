@@ -1191,8 +1191,8 @@ struct Server::Impl {
         stream_port = stream_acceptor->local_endpoint().port();
         asset_http = std::make_shared<http::Listener>(
             ioc, cfg.assets_host, cfg.assets_port,
-            [this](const http::Request &r) { return serve_asset(r); },
-            "assets", limits, conns);
+            [this](const http::Request &r) { return serve_asset(r); }, "assets",
+            limits, conns);
         url_host = cfg.advertised_addr;
         if (url_host.empty()) {
             if (cfg.assets_host != "0.0.0.0" && cfg.assets_host != "::" &&
@@ -1238,6 +1238,8 @@ struct Server::Impl {
             return;
         advert_sub.reset();
         response_sub.reset();
+        // A send retrying against a dead broker would hold up the join.
+        comms->cancel_sends();
         if (sender)
             sender->stop();
         comms->stop();

@@ -8,6 +8,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -60,8 +61,12 @@ class Comms {
 
     /** Start the transport (returns at once; connection in background). */
     void start();
-    /** Stop: no handler runs after this returns. */
+    /** Stop: no handler runs after this returns. Cancels sends first. */
     void stop();
+    /** Wake every send_raw waiting to retry and make it fail at once with
+     *  E_STATE, as every later send does: a thread blocked in a send can be
+     *  joined at once. Thread-safe; stop calls it. */
+    void cancel_sends();
 
     // Agent side -----------------------------------------------------------
 
@@ -112,7 +117,10 @@ class Comms {
     MessageLimits limits_;
     std::shared_ptr<std::atomic<uint64_t>> oversized_ =
         std::make_shared<std::atomic<uint64_t>>(0);
-    std::mutex control_mu_;       // serialises group moves and stop
+    std::mutex control_mu_; // serialises group moves and stop
+    std::mutex cancel_mu_;  // guards cancelled_ for cancel_cv_
+    std::condition_variable cancel_cv_;
+    bool cancelled_ = false;
     mutable std::mutex group_mu_; // guards group_ only, never held in I/O
     std::string group_;
     TaskHandler group_handler_;
