@@ -6,17 +6,27 @@
 #include <rapidjson/memorystream.h>
 #include <rapidjson/reader.h>
 
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
 namespace todd::json {
 namespace {
 
 namespace rj = rapidjson;
 
 /** SAX filter between the reader and the document: counts open arrays and
- *  objects and stops the parse past the bound. */
+ *  objects and stops the parse past the bound, and converts numbers itself.
+ *  RapidJSON's default number parsing is not correctly rounded (a value
+ *  drifted by one ULP per parse and encode) and its full-precision mode
+ *  misreads integers above 2^64; std::from_chars is exact. */
 class DepthFilter {
   public:
     DepthFilter(rj::Document &doc, unsigned max) : doc_(doc), max_(max) {}
     bool too_deep() const { return too_deep_; }
+    bool too_big() const { return too_big_; }
 
     bool Null() { return doc_.Null(); }
     bool Bool(bool b) { return doc_.Bool(b); }
@@ -25,9 +35,38 @@ class DepthFilter {
     bool Int64(int64_t i) { return doc_.Int64(i); }
     bool Uint64(uint64_t u) { return doc_.Uint64(u); }
     bool Double(double d) { return doc_.Double(d); }
-    bool RawNumber(const char *s, rj::SizeType n, bool copy)
+    bool RawNumber(const char *s, rj::SizeType n, bool)
     {
-        return doc_.RawNumber(s, n, copy);
+        const char *end = s + n;
+        // The reader has checked the grammar; only the value is left.
+        if (std::find_if(s, end, [](char c) {
+                return c == '.' || c == 'e' || c == 'E';
+            }) == end) {
+            if (*s == '-') {
+                int64_t i = 0;
+                if (std::from_chars(s, end, i).ec == std::errc())
+                    return doc_.Int64(i);
+            } else {
+                uint64_t u = 0;
+                if (std::from_chars(s, end, u).ec == std::errc())
+                    return doc_.Uint64(u);
+            }
+        }
+        double d = 0;
+        const auto r = std::from_chars(s, end, d);
+        if (r.ec == std::errc::result_out_of_range) {
+            // Overflow is refused as RapidJSON does; underflow reads as the
+            // nearest double (0 or a denormal), as strtod gives it.
+            const std::string copy(s, n);
+            d = std::strtod(copy.c_str(), nullptr);
+        } else if (r.ec != std::errc()) {
+            return false;
+        }
+        if (!std::isfinite(d)) {
+            too_big_ = true;
+            return false;
+        }
+        return doc_.Double(d);
     }
     bool String(const char *s, rj::SizeType n, bool copy)
     {
@@ -61,28 +100,42 @@ class DepthFilter {
     }
     rj::Document &doc_;
     unsigned max_, depth_ = 0;
-    bool too_deep_ = false;
+    bool too_deep_ = false, too_big_ = false;
 };
 
 template <unsigned Flags>
 std::optional<ParseError> run(rj::Document &doc, std::string_view text,
                               unsigned max)
 {
+    // RFC 8259 text is UTF-8 without raw control characters, and RapidJSON
+    // takes a NUL byte for the end of the input: refuse every NUL here, or
+    // "{}\0anything" would read as "{}".
     std::optional<ParseError> err;
+    if (const void *nul = std::memchr(text.data(), '\0', text.size())) {
+        err.emplace();
+        err->offset =
+            static_cast<size_t>(static_cast<const char *>(nul) - text.data());
+        err->reason = "NUL byte in the text";
+        doc.SetNull();
+        return err;
+    }
     auto generate = [&](rj::Document &handler) {
         rj::MemoryStream ms(text.data(), text.size());
         rj::EncodedInputStream<rj::UTF8<>, rj::MemoryStream> is(ms);
         DepthFilter filter(handler, max);
         rj::Reader reader;
-        const rj::ParseResult r =
-            reader.Parse<Flags | rj::kParseIterativeFlag>(is, filter);
+        constexpr unsigned flags =
+            Flags | rj::kParseIterativeFlag | rj::kParseNumbersAsStringsFlag;
+        const rj::ParseResult r = reader.Parse<flags>(is, filter);
         if (r)
             return true;
         err.emplace();
         err->offset = r.Offset();
         err->too_deep = filter.too_deep();
-        err->reason =
-            err->too_deep ? too_deep(max) : rj::GetParseError_En(r.Code());
+        err->reason = err->too_deep ? too_deep(max)
+                      : filter.too_big()
+                          ? "Number too big to be stored in double."
+                          : rj::GetParseError_En(r.Code());
         return false;
     };
     doc.SetNull();
@@ -100,14 +153,8 @@ std::string too_deep(unsigned max)
 std::optional<ParseError> parse(rj::Document &doc, std::string_view text,
                                 const ParseOptions &o)
 {
-    constexpr unsigned utf8 = rj::kParseValidateEncodingFlag;
-    constexpr unsigned full = rj::kParseFullPrecisionFlag;
-    if (o.validate_utf8 && o.full_precision)
-        return run<utf8 | full>(doc, text, o.max_depth);
     if (o.validate_utf8)
-        return run<utf8>(doc, text, o.max_depth);
-    if (o.full_precision)
-        return run<full>(doc, text, o.max_depth);
+        return run<rj::kParseValidateEncodingFlag>(doc, text, o.max_depth);
     return run<rj::kParseDefaultFlags>(doc, text, o.max_depth);
 }
 

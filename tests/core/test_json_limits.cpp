@@ -99,19 +99,45 @@ TEST(JsonLimits, SyntaxErrorsKeepRapidJsonsReasonAndOffset)
     EXPECT_FALSE(parse(doc, std::string_view(buf, 3)));
 }
 
-TEST(JsonLimits, FlagsAreApplied)
+TEST(JsonLimits, TextIsStrict)
 {
     rapidjson::Document doc;
-    const std::string bad_utf8 = "\"\xff\"";
-    EXPECT_FALSE(parse(doc, bad_utf8));
+    EXPECT_FALSE(parse(doc, "\"\xff\""));
     ParseOptions o;
     o.validate_utf8 = true;
-    auto err = parse(doc, bad_utf8, o);
+    auto err = parse(doc, "\"\xff\"", o);
     ASSERT_TRUE(err);
     EXPECT_EQ(err->reason, "Invalid encoding in string.");
-    o.full_precision = true;
-    EXPECT_FALSE(parse(doc, "0.1", o));
-    EXPECT_EQ(doc.GetDouble(), 0.1);
+    // A NUL would otherwise end the input: "{}\0x" must not read as "{}".
+    err = parse(doc, std::string_view("{}\0x", 4));
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err->reason, "NUL byte in the text");
+    EXPECT_EQ(err->offset, 2u);
+    EXPECT_TRUE(doc.IsNull());
+    err = parse(doc, "1e400");
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err->reason, "Number too big to be stored in double.");
+}
+
+TEST(JsonLimits, NumbersAreReadExactly)
+{
+    rapidjson::Document doc;
+    // Correctly rounded: RapidJSON's default parse is one ULP off here.
+    ASSERT_FALSE(parse(doc, "[0.1, 2.2250738585072011e-308, 1e-400]"));
+    EXPECT_EQ(doc[0].GetDouble(), 0.1);
+    EXPECT_EQ(doc[1].GetDouble(), 2.2250738585072011e-308);
+    EXPECT_EQ(doc[2].GetDouble(), 0.0);
+    ASSERT_FALSE(parse(doc, "[7, -7, 4294967296, -9223372036854775808, "
+                            "18446744073709551615, 184467440737095516155]"));
+    EXPECT_TRUE(doc[0].IsInt());
+    EXPECT_EQ(doc[0].GetInt(), 7);
+    EXPECT_EQ(doc[1].GetInt(), -7);
+    EXPECT_EQ(doc[2].GetUint64(), 4294967296u);
+    EXPECT_EQ(doc[3].GetInt64(), INT64_MIN);
+    EXPECT_EQ(doc[4].GetUint64(), UINT64_MAX);
+    // Above 2^64 an integer is a double, the nearest one.
+    EXPECT_TRUE(doc[5].IsDouble());
+    EXPECT_EQ(doc[5].GetDouble(), 184467440737095516155.0);
 }
 
 TEST(JsonLimits, ReusedDocumentHoldsOnlyTheLastParse)

@@ -255,9 +255,7 @@ std::string go_v(const rapidjson::Value &v)
 rapidjson::Document parse_json(std::string_view body, const char *what)
 {
     rapidjson::Document doc;
-    json::ParseOptions o;
-    o.full_precision = true;
-    if (auto err = json::parse(doc, body, o)) {
+    if (auto err = json::parse(doc, body)) {
         if (err->too_deep)
             throw ReplyError(std::string(what) + " refused: " + err->reason +
                              " (at offset " + std::to_string(err->offset) +

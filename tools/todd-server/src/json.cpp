@@ -145,8 +145,11 @@ bool parse(rapidjson::Document &doc, std::string_view text, std::string &error,
 {
     // Trailing whitespace is fine (the CLI ends its run request with \n);
     // anything else after the value is an error, as with Go's Unmarshal.
+    // Invalid UTF-8 is refused: a label stored from it would not be the
+    // label its JSON shows. (Go's agents and CLI only send valid UTF-8.)
     todd::json::ParseOptions o;
     o.max_depth = max_depth;
+    o.validate_utf8 = true;
     if (auto err = todd::json::parse(doc, text, o)) {
         error = std::string(err->too_deep ? "JSON refused at offset "
                                           : "invalid JSON at offset ") +

@@ -27,8 +27,9 @@ inline constexpr unsigned testlet_output_max_depth = max_depth - 2;
 
 struct ParseOptions {
     unsigned max_depth = json::max_depth;
-    bool validate_utf8 = false;  // kParseValidateEncodingFlag
-    bool full_precision = false; // kParseFullPrecisionFlag
+    /** Refuse invalid UTF-8. Off for ToDD messages, whose decoders replace
+     *  it with U+FFFD as Go's encoding/json does. */
+    bool validate_utf8 = false;
 };
 
 /** Why a text was refused: reason is one line, offset a byte index. */
@@ -45,6 +46,8 @@ std::string too_deep(unsigned max_depth);
  * Parse one JSON value (whitespace around it allowed, nothing else) into
  * doc. On error doc is left null and the error is returned; a document
  * nested deeper than o.max_depth is refused with too_deep(o.max_depth).
+ * NUL bytes are refused (RapidJSON would end the text there); numbers are read
+ * correctly rounded (std::from_chars), so parse and encode round-trip.
  * Plain function of the bytes: fuzz targets may call it directly.
  */
 std::optional<ParseError> parse(rapidjson::Document &doc, std::string_view text,
