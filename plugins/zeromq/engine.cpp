@@ -93,7 +93,7 @@ void Engine::bind()
     setopt_int(router_, ZMQ_HEARTBEAT_IVL, static_cast<int>(s_.heartbeat_ms));
     setopt_int(router_, ZMQ_HEARTBEAT_TIMEOUT,
                static_cast<int>(s_.heartbeat_timeout_ms));
-    set_max_message(router_, s_.max_message_bytes);
+    set_max_message(router_, s_.max_frame_bytes);
     // A listener this process (or a server restarted a moment ago) just
     // closed may take a little while to be released: retry briefly.
     int rc = zmq_bind(router_, s_.endpoint.c_str());

@@ -62,7 +62,7 @@ const todd_comms_config_key kKeys[] = {
     {"heartbeat_timeout_ms", TODD_COMMS_CFG_INT, 0, "5000",
      "a silent peer is gone after this; its unacknowledged messages are "
      "requeued"},
-    {"max_message_bytes", TODD_COMMS_CFG_INT, 0, "16777216",
+    {"max_frame_bytes", TODD_COMMS_CFG_INT, 0, "16777216",
      "largest frame a peer may send (ZMQ_MAXMSGSIZE on every socket); a "
      "peer announcing more is disconnected before anything is allocated"},
 };
@@ -77,7 +77,7 @@ struct Settings {
     long long prefetch = 256;
     long long heartbeat_ms = 1000;
     long long heartbeat_timeout_ms = 5000;
-    long long max_message_bytes = 0; // from the key table
+    long long max_frame_bytes = 0; // from the key table
 };
 
 long long positive(const Config &c, const char *key, long long fallback)
@@ -117,7 +117,7 @@ Settings parse(const Config &c)
     s.prefetch = positive(c, "prefetch", 256);
     s.heartbeat_ms = positive(c, "heartbeat_ms", 1000);
     s.heartbeat_timeout_ms = positive(c, "heartbeat_timeout_ms", 5000);
-    s.max_message_bytes = positive(c, "max_message_bytes", 0);
+    s.max_frame_bytes = positive(c, "max_frame_bytes", 0);
     if (s.heartbeat_timeout_ms <= s.heartbeat_ms)
         throw Error(TODD_COMMS_E_CONFIG,
                     "configuration key 'heartbeat_timeout_ms' (" +
@@ -320,11 +320,21 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
         host().state(TODD_COMMS_STATE_STOPPED, TODD_COMMS_OK, {});
     }
 
+    std::string oversized(uint64_t len) const
+    {
+        return "payload of " + std::to_string(len) +
+               " bytes is over max_frame_bytes (" +
+               std::to_string(s_.max_frame_bytes) + ")";
+    }
+
     void publish(const char *destination, const uint8_t *payload, uint64_t len,
                  const todd_comms_publish_opts *opts) override
     {
         if (*destination == '\0')
             throw Error(TODD_COMMS_E_INVAL, "empty destination name");
+        // The receiving side would drop the link over it: refuse it here.
+        if (len > static_cast<uint64_t>(s_.max_frame_bytes))
+            throw Error(TODD_COMMS_E_FULL, oversized(len));
         todd_comms_status st = kPendingStatus;
         Waiter w;
         w.remaining = 1;
@@ -379,6 +389,13 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                 if (w.error.empty())
                     w.error = "message " + std::to_string(i) +
                               " of the batch has no destination or payload";
+                continue;
+            }
+            if (m.payload_len > static_cast<uint64_t>(s_.max_frame_bytes)) {
+                statuses[i] = TODD_COMMS_E_FULL;
+                if (w.error.empty())
+                    w.error = "message " + std::to_string(i) +
+                              " of the batch: " + oversized(m.payload_len);
                 continue;
             }
             statuses[i] = kPendingStatus;
@@ -879,7 +896,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             es.max_held = s_.max_held;
             es.heartbeat_ms = s_.heartbeat_ms;
             es.heartbeat_timeout_ms = s_.heartbeat_timeout_ms;
-            es.max_message_bytes = s_.max_message_bytes;
+            es.max_frame_bytes = s_.max_frame_bytes;
             LocalClient *self = this;
             engine_ = std::make_unique<Engine>(ctx_, es, host(), self);
             engine_->bind();
@@ -902,7 +919,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
                    static_cast<int>(s_.heartbeat_ms));
         setopt_int(dealer_, ZMQ_HEARTBEAT_TIMEOUT,
                    static_cast<int>(s_.heartbeat_timeout_ms));
-        set_max_message(dealer_, s_.max_message_bytes);
+        set_max_message(dealer_, s_.max_frame_bytes);
         // Connection events let a reconnect be noticed at once.
         const char *mon = "inproc://todd-zeromq-monitor";
         if (zmq_socket_monitor(dealer_, mon,

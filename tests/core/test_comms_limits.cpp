@@ -168,13 +168,58 @@ TEST(CommsLimits, FiftyMegabytesRefusedOverZeroMq)
     ASSERT_NE(::mkdtemp(tmpl), nullptr);
     const std::string dir = tmpl;
     const std::string ini = "[Comms]\nPlugin = zeromq\nendpoint = ipc://" +
-                            dir + "/zmq.sock\nheartbeat_ms = 100\n";
+                            dir +
+                            "/zmq.sock\nheartbeat_ms = 100\n"
+                            // Above 50 MiB: here the facade's bound is tested.
+                            "max_frame_bytes = 67108864\n";
     {
         auto server = open(ini, ZEROMQ_DIR, "server");
         server->start();
         auto agent = open(ini, ZEROMQ_DIR, "agent");
         agent->start();
         fifty_megabytes_refused(*server, *agent);
+    }
+    std::filesystem::remove_all(dir);
+#endif
+}
+
+TEST(CommsLimits, ZeroMqRefusesToSendOverItsFrameBound)
+{
+#ifndef ZEROMQ_DIR
+    GTEST_SKIP() << "the zeromq plugin is not built";
+#else
+    char tmpl[] = "/tmp/todd-limits-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    const std::string dir = tmpl;
+    const std::string ini = "[Comms]\nPlugin = zeromq\nendpoint = ipc://" +
+                            dir + "/zmq.sock\nmax_frame_bytes = 4096\n";
+    {
+        auto server = open(ini, ZEROMQ_DIR, "server");
+        server->start();
+        auto agent = open(ini, ZEROMQ_DIR, "agent");
+        agent->start();
+        // The receiver would drop the link: both sides refuse it at once.
+        for (Comms *c : {server.get(), agent.get()}) {
+            try {
+                c->send_raw(agent_queue, std::string(5000, 'x'));
+                ADD_FAILURE() << "a payload over max_frame_bytes was sent";
+            } catch (const CommsError &e) {
+                EXPECT_EQ(e.status(), TODD_COMMS_E_FULL);
+                EXPECT_NE(std::string(e.what()).find(
+                              "payload of 5000 bytes is over max_frame_bytes "
+                              "(4096)"),
+                          std::string::npos)
+                    << e.what();
+            }
+        }
+        Inbox tasks;
+        auto sub =
+            agent->listen_for_tasks(agent_queue, [&](const msg::Task &t) {
+                tasks.push(std::get<msg::KeyValueTask>(t).key);
+                return Verdict::ack;
+            });
+        server->send_task(agent_queue, msg::KeyValueTask{"ok", "v"});
+        EXPECT_TRUE(tasks.wait_for("ok"));
     }
     std::filesystem::remove_all(dir);
 #endif
