@@ -4,6 +4,8 @@
 // fails naming the bound, the facts are skipped, and the agent carries on.
 #include "agent_scenarios.hpp"
 
+#include <sys/stat.h>
+
 using namespace todd;
 using namespace todd::test;
 
@@ -133,3 +135,70 @@ TEST(AgentHostile, KeptTestRunsAndTheirDataAreBounded)
 }
 
 } // namespace
+
+namespace {
+
+std::string install_targets(const std::string &test, size_t n)
+{
+    msg::InstallTestRunTask t;
+    t.test_run = {test, {}, test, ""};
+    for (size_t i = 0; i < n; ++i)
+        t.test_run.targets.push_back("127.0.0." + std::to_string(i % 250 + 1) +
+                                     "#" + std::to_string(i));
+    return msg::encode(msg::Task{t});
+}
+
+} // namespace
+
+TEST(AgentHostile, TargetsAreBoundedInCountAndInProcessesAtOnce)
+{
+    AgentHarness h(loopback, [](agent::AgentConfig &c) {
+        c.max_targets = 40;
+        c.max_parallel_testlets = 3;
+    });
+    const std::string runs = h.dir.path() + "/running";
+    ASSERT_EQ(::mkdir(runs.c_str(), 0700), 0);
+    // Each target marks itself running, records how many are, and lingers a
+    // little so that unbounded starts would overlap.
+    write_file(h.agent->config().opt_dir + "/assets/testlets/many",
+               "#!/bin/sh\n"
+               "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
+               "d=" +
+                   runs +
+                   "\n"
+                   "touch \"$d/$$\"\n"
+                   "ls \"$d\" | grep -vc seen >> \"$d/seen\"\n"
+                   "sleep 0.05\n"
+                   "rm -f \"$d/$$\"\n"
+                   "echo '{\"ok\":1}'\n");
+
+    h.publish_task(install_targets("many", 41));
+    ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
+        return is_status(p, h.uuid(), "many", "ready");
+    }));
+    LogCapture logs;
+    h.publish_task(execute("many"));
+    ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
+        return is_status(p, h.uuid(), "many", "fail");
+    }));
+    EXPECT_TRUE(logs.wait_for("41 targets, more than the bound of 40"));
+
+    h.publish_task(install_targets("many", 40));
+    ASSERT_TRUE(eventually(
+        [&] {
+            return h.responses.count([&](const std::string &p) {
+                return is_status(p, h.uuid(), "many", "ready");
+            }) == 2;
+        },
+        20s));
+    h.publish_task(execute("many"));
+    ASSERT_TRUE(h.responses.wait_for(
+        [&](const std::string &p) { return is_data(p, h.uuid(), "many"); }));
+    std::ifstream seen(runs + "/seen");
+    size_t count = 0, most = 0;
+    for (size_t n; seen >> n; ++count)
+        most = std::max(most, n);
+    EXPECT_EQ(count, 40u) << "every target ran once";
+    EXPECT_GE(most, 1u);
+    EXPECT_LE(most, 3u) << "more testlet processes at once than the bound";
+}

@@ -6,6 +6,7 @@
 #include <todd/core/log.hpp>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <sstream>
 #include <stdexcept>
@@ -473,12 +474,18 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
     if (!is_executable_file(st->testlet_path))
         return fail("testlet " + st->testlet_path + " is gone");
 
-    // One process per target, all at once, each killed at the time limit.
+    // The target list comes from the server: bound it, and the processes.
+    if (run.targets.size() > config_.max_targets)
+        return fail(std::to_string(run.targets.size()) +
+                    " targets, more than the bound of " +
+                    std::to_string(config_.max_targets));
+    // One process per target, each killed at the time limit; as Go, all at
+    // once, up to max_parallel_testlets (the rest start as others end).
     std::vector<ProcessResult> results(run.targets.size());
     {
-        std::vector<std::thread> threads;
-        for (size_t i = 0; i < run.targets.size(); ++i) {
-            threads.emplace_back([&, i] {
+        std::atomic<size_t> next{0};
+        auto worker = [&] {
+            for (size_t i; (i = next++) < run.targets.size() && !stopping_;) {
                 ProcessSpec spec;
                 // args travels as ONE argument, even when empty (as Go).
                 spec.argv = {st->testlet_path, run.targets[i], run.args};
@@ -488,8 +495,14 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
                 spec.log_component = "testlet:" + run.testlet;
                 spec.groups = &processes_;
                 results[i] = run_process(spec);
-            });
-        }
+            }
+        };
+        std::vector<std::thread> threads;
+        const size_t n =
+            std::min(run.targets.size(),
+                     std::max<size_t>(config_.max_parallel_testlets, 1));
+        for (size_t k = 0; k < n; ++k)
+            threads.emplace_back(worker);
         for (auto &th : threads)
             th.join();
     }

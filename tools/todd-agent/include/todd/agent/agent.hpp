@@ -55,6 +55,10 @@ struct AgentConfig {
     /** Test data kept waiting for DeleteTestData, all runs together; a run
      *  whose data would not fit fails instead. */
     size_t max_kept_data_bytes = size_t{64} << 20;
+    /** Targets of one test run; a run with more fails. */
+    size_t max_targets = 4096;
+    /** Testlet processes of one run at once; further targets wait. */
+    size_t max_parallel_testlets = 64;
 };
 
 /**
