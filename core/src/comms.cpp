@@ -227,8 +227,9 @@ void Comms::send_raw(const std::string &queue, std::string_view payload,
     const milliseconds max_backoff = std::max(policy_.max_backoff, backoff);
     thread_local std::minstd_rand rng(std::random_device{}());
     const auto cancelled = [&] {
-        return CommsError(TODD_COMMS_E_STATE, "send to queue \"" + queue +
-                                                  "\" cancelled: stopping");
+        return CommsError(TODD_COMMS_E_STATE,
+                          "send to queue \"" + queue +
+                              "\" failed: cancelled, stopping");
     };
     for (int attempt = 1;; ++attempt) {
         {
