@@ -24,9 +24,13 @@ namespace rj = rapidjson;
  *  misreads integers above 2^64; std::from_chars is exact. */
 class DepthFilter {
   public:
-    DepthFilter(rj::Document &doc, unsigned max) : doc_(doc), max_(max) {}
+    DepthFilter(rj::Document &doc, unsigned max, bool strict)
+        : doc_(doc), max_(max), strict_(strict)
+    {
+    }
     bool too_deep() const { return too_deep_; }
     bool too_big() const { return too_big_; }
+    bool surrogate() const { return surrogate_; }
 
     bool Null() { return doc_.Null(); }
     bool Bool(bool b) { return doc_.Bool(b); }
@@ -70,11 +74,11 @@ class DepthFilter {
     }
     bool String(const char *s, rj::SizeType n, bool copy)
     {
-        return doc_.String(s, n, copy);
+        return valid(s, n) && doc_.String(s, n, copy);
     }
     bool Key(const char *s, rj::SizeType n, bool copy)
     {
-        return doc_.Key(s, n, copy);
+        return valid(s, n) && doc_.Key(s, n, copy);
     }
     bool StartObject() { return open() && doc_.StartObject(); }
     bool EndObject(rj::SizeType n)
@@ -98,9 +102,24 @@ class DepthFilter {
         }
         return true;
     }
+    /** The reader validates the raw bytes, but decodes a lone surrogate
+     *  escape ("\\udc00") to ED B0 80, which is not UTF-8. */
+    bool valid(const char *s, rj::SizeType n)
+    {
+        if (!strict_)
+            return true;
+        for (const char *p = s;
+             (p = static_cast<const char *>(std::memchr(p, '\xED', s + n - p)));
+             ++p)
+            if (p + 1 < s + n && static_cast<unsigned char>(p[1]) >= 0xA0) {
+                surrogate_ = true;
+                return false;
+            }
+        return true;
+    }
     rj::Document &doc_;
     unsigned max_, depth_ = 0;
-    bool too_deep_ = false, too_big_ = false;
+    bool strict_, too_deep_ = false, too_big_ = false, surrogate_ = false;
 };
 
 template <unsigned Flags>
@@ -120,9 +139,12 @@ std::optional<ParseError> run(rj::Document &doc, std::string_view text,
         return err;
     }
     auto generate = [&](rj::Document &handler) {
-        rj::MemoryStream ms(text.data(), text.size());
-        rj::EncodedInputStream<rj::UTF8<>, rj::MemoryStream> is(ms);
-        DepthFilter filter(handler, max);
+        // A plain MemoryStream: RapidJSON's EncodedInputStream would skip
+        // any of the BOM's three bytes on its own (a leading 0xBF vanished).
+        // A BOM is refused, as Go's encoding/json does.
+        rj::MemoryStream is(text.data(), text.size());
+        DepthFilter filter(handler, max,
+                           (Flags & rj::kParseValidateEncodingFlag) != 0);
         rj::Reader reader;
         constexpr unsigned flags =
             Flags | rj::kParseIterativeFlag | rj::kParseNumbersAsStringsFlag;
@@ -135,7 +157,8 @@ std::optional<ParseError> run(rj::Document &doc, std::string_view text,
         err->reason = err->too_deep ? too_deep(max)
                       : filter.too_big()
                           ? "Number too big to be stored in double."
-                          : rj::GetParseError_En(r.Code());
+                      : filter.surrogate() ? "Invalid encoding in string."
+                                           : rj::GetParseError_En(r.Code());
         return false;
     };
     doc.SetNull();

@@ -114,6 +114,14 @@ TEST(JsonLimits, TextIsStrict)
     EXPECT_EQ(err->reason, "NUL byte in the text");
     EXPECT_EQ(err->offset, 2u);
     EXPECT_TRUE(doc.IsNull());
+    // A lone surrogate escape would decode to bytes that are not UTF-8.
+    err = parse(doc, R"(["\udc00"])", o);
+    ASSERT_TRUE(err);
+    EXPECT_EQ(err->reason, "Invalid encoding in string.");
+    EXPECT_FALSE(parse(doc, R"(["\ud83d\ude00"])", o)); // a valid pair
+    // A byte of a BOM is not skipped on its own, nor is a whole BOM.
+    EXPECT_TRUE(parse(doc, "\xBF{}"));
+    EXPECT_TRUE(parse(doc, "\xEF\xBB\xBF{}"));
     err = parse(doc, "1e400");
     ASSERT_TRUE(err);
     EXPECT_EQ(err->reason, "Number too big to be stored in double.");
