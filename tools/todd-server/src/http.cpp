@@ -175,8 +175,7 @@ tcp::endpoint resolve_endpoint(asio::io_context &ioc, const std::string &host,
 Listener::Listener(asio::io_context &ioc, const std::string &host,
                    uint16_t port, Handler handler, std::string name,
                    Limits limits, std::shared_ptr<Connections> conns)
-    : ioc_(ioc), acceptor_(ioc),
-      handler_(std::make_shared<Handler>(std::move(handler))),
+    : acceptor_(ioc), handler_(std::make_shared<Handler>(std::move(handler))),
       name_(std::move(name)), limits_(limits), conns_(std::move(conns))
 {
     auto ep = resolve_endpoint(ioc, host, port);

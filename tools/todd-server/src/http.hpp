@@ -126,7 +126,6 @@ class Listener : public std::enable_shared_from_this<Listener> {
     uint16_t port() const { return port_; }
 
   private:
-    asio::io_context &ioc_;
     tcp::acceptor acceptor_;
     std::shared_ptr<Handler> handler_;
     std::string name_;
