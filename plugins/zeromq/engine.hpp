@@ -28,7 +28,7 @@ struct EngineSettings {
     long long max_held = 100000;   // undelivered messages per destination
     long long heartbeat_ms = 1000; // ZMTP heartbeat interval
     long long heartbeat_timeout_ms = 5000; // silent peer is gone after this
-    long long max_frame_bytes = 0;       // max_frame_bytes (key table)
+    long long max_frame_bytes = 0;         // max_frame_bytes (key table)
 };
 
 /**
