@@ -1491,8 +1491,11 @@ int child_main(const Args &args)
     report("LOAD-1", "PASS", "regular file " + info.path);
     report("LOAD-2", "PASS",
            std::string("mode ") + mode +
-               ", neither file nor directory group/world-writable");
-    report("LOAD-3", "PASS", "dlopen RTLD_NOW|RTLD_LOCAL succeeded");
+               ", file and every directory above owned by root or us, "
+               "writable by others only where sticky above");
+    report("LOAD-3", "PASS",
+           "complete ELF shared object for this host; dlopen "
+           "RTLD_NOW|RTLD_LOCAL succeeded");
     report("LOAD-4", "PASS", "exports " TODD_COMMS_ENTRY_SYMBOL_V1);
     report("LOAD-5", "PASS", "entry returned a descriptor");
     report("LOAD-6", "PASS",
