@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <mutex>
+#include <stdexcept>
 
 using namespace todd;
 using namespace todd::core;
@@ -159,27 +160,41 @@ TEST(CommsLimits, FiftyMegabytesRefusedOverLoopback)
     fifty_megabytes_refused(*server, *agent);
 }
 
+#ifdef ZEROMQ_DIR
+/** A started zeromq server and agent on a private ipc endpoint. */
+struct ZmqPair {
+    explicit ZmqPair(const std::string &keys)
+    {
+        char tmpl[] = "/tmp/todd-limits-XXXXXX";
+        if (::mkdtemp(tmpl) == nullptr)
+            throw std::runtime_error("mkdtemp failed");
+        dir = tmpl;
+        const std::string ini = "[Comms]\nPlugin = zeromq\nendpoint = ipc://" +
+                                dir + "/zmq.sock\n" + keys;
+        server = open(ini, ZEROMQ_DIR, "server");
+        server->start();
+        agent = open(ini, ZEROMQ_DIR, "agent");
+        agent->start();
+    }
+    ~ZmqPair()
+    {
+        agent.reset();
+        server.reset();
+        std::filesystem::remove_all(dir);
+    }
+    std::string dir;
+    std::unique_ptr<Comms> server, agent;
+};
+#endif
+
 TEST(CommsLimits, FiftyMegabytesRefusedOverZeroMq)
 {
 #ifndef ZEROMQ_DIR
     GTEST_SKIP() << "the zeromq plugin is not built";
 #else
-    char tmpl[] = "/tmp/todd-limits-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    const std::string dir = tmpl;
-    const std::string ini = "[Comms]\nPlugin = zeromq\nendpoint = ipc://" +
-                            dir +
-                            "/zmq.sock\nheartbeat_ms = 100\n"
-                            // Above 50 MiB: here the facade's bound is tested.
-                            "max_frame_bytes = 67108864\n";
-    {
-        auto server = open(ini, ZEROMQ_DIR, "server");
-        server->start();
-        auto agent = open(ini, ZEROMQ_DIR, "agent");
-        agent->start();
-        fifty_megabytes_refused(*server, *agent);
-    }
-    std::filesystem::remove_all(dir);
+    // Frames above 50 MiB: here the facade's bound is tested.
+    ZmqPair z("heartbeat_ms = 100\nmax_frame_bytes = 67108864\n");
+    fifty_megabytes_refused(*z.server, *z.agent);
 #endif
 }
 
@@ -188,40 +203,28 @@ TEST(CommsLimits, ZeroMqRefusesToSendOverItsFrameBound)
 #ifndef ZEROMQ_DIR
     GTEST_SKIP() << "the zeromq plugin is not built";
 #else
-    char tmpl[] = "/tmp/todd-limits-XXXXXX";
-    ASSERT_NE(::mkdtemp(tmpl), nullptr);
-    const std::string dir = tmpl;
-    const std::string ini = "[Comms]\nPlugin = zeromq\nendpoint = ipc://" +
-                            dir + "/zmq.sock\nmax_frame_bytes = 4096\n";
-    {
-        auto server = open(ini, ZEROMQ_DIR, "server");
-        server->start();
-        auto agent = open(ini, ZEROMQ_DIR, "agent");
-        agent->start();
-        // The receiver would drop the link: both sides refuse it at once.
-        for (Comms *c : {server.get(), agent.get()}) {
-            try {
-                c->send_raw(agent_queue, std::string(5000, 'x'));
-                ADD_FAILURE() << "a payload over max_frame_bytes was sent";
-            } catch (const CommsError &e) {
-                EXPECT_EQ(e.status(), TODD_COMMS_E_FULL);
-                EXPECT_NE(std::string(e.what()).find(
-                              "payload of 5000 bytes is over max_frame_bytes "
-                              "(4096)"),
-                          std::string::npos)
-                    << e.what();
-            }
+    ZmqPair z("max_frame_bytes = 4096\n");
+    // The receiver would drop the link: both sides refuse it at once.
+    for (Comms *c : {z.server.get(), z.agent.get()}) {
+        try {
+            c->send_raw(agent_queue, std::string(5000, 'x'));
+            ADD_FAILURE() << "a payload over max_frame_bytes was sent";
+        } catch (const CommsError &e) {
+            EXPECT_EQ(e.status(), TODD_COMMS_E_FULL);
+            EXPECT_NE(std::string(e.what()).find(
+                          "payload of 5000 bytes is over max_frame_bytes "
+                          "(4096)"),
+                      std::string::npos)
+                << e.what();
         }
-        Inbox tasks;
-        auto sub =
-            agent->listen_for_tasks(agent_queue, [&](const msg::Task &t) {
-                tasks.push(std::get<msg::KeyValueTask>(t).key);
-                return Verdict::ack;
-            });
-        server->send_task(agent_queue, msg::KeyValueTask{"ok", "v"});
-        EXPECT_TRUE(tasks.wait_for("ok"));
     }
-    std::filesystem::remove_all(dir);
+    Inbox tasks;
+    auto sub = z.agent->listen_for_tasks(agent_queue, [&](const msg::Task &t) {
+        tasks.push(std::get<msg::KeyValueTask>(t).key);
+        return Verdict::ack;
+    });
+    z.server->send_task(agent_queue, msg::KeyValueTask{"ok", "v"});
+    EXPECT_TRUE(tasks.wait_for("ok"));
 #endif
 }
 
