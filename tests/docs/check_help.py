@@ -33,13 +33,17 @@ def help_options(text):
     """Options of a help text: the first column of lines that start with '-'.
 
     Understands Boost.Program_options ("-h [ --help ]", "--comms NAME"),
-    the todd CLI ("-H, --host HOST") and hand-written lists ("--x N"); the
-    first column ends at the first run of two spaces.
+    the todd CLI ("-H, --host HOST") and hand-written lists ("--x N"),
+    indented 1 to 8 spaces; the first column ends at the first run of two
+    spaces.
     """
     found = set()
     for line in text.splitlines():
         stripped = line.lstrip()
-        if not stripped.startswith("-") or line == stripped:
+        indent = len(line) - len(stripped)
+        # Options sit in the first columns; a wrapped description is
+        # indented to its own column even when it starts with a dash.
+        if not stripped.startswith("-") or not 1 <= indent <= 8:
             continue
         head = re.split(r"\s{2,}", stripped, maxsplit=1)[0]
         found.update(OPTION.findall(head))
