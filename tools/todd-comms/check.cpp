@@ -73,7 +73,8 @@ const char kUsage[] =
     "  --plugin-dir DIR       search DIR first for NAME (repeatable)\n"
     "  --comms-opt KEY=VALUE  plugin configuration key (repeatable)\n"
     "  --timeout-ms N         bound of every wait (default 5000)\n"
-    "  --verbose              print the plugin's log lines on stderr\n";
+    "  -v, --verbose          print the plugin's log lines on stderr\n"
+    "  -h, --help             show this help and exit\n";
 
 std::string one_line(std::string s)
 {

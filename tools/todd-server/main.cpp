@@ -20,7 +20,10 @@ using namespace todd;
 int main(int argc, char **argv)
 {
     po::options_description desc("todd-server options");
-    desc.add_options()("help,h", "show this help")("version", "show version")(
+    desc.add_options()(
+        "help,h",
+        "show this help (with --comms NAME, also that plugin's keys)")(
+        "version", "show version")(
         "log-level", po::value<std::string>()->default_value("info"),
         "error, warn, info, debug or trace")(
         "db", po::value<std::string>(),
