@@ -29,4 +29,9 @@ expect 1 "^FAIL ABI-1 .*no_such_key" "$@" "$plugin" --comms-opt no_such_key=1
 expect 1 "^FAIL ABI-1 .*max_held" "$@" "$plugin" --comms-opt max_held=lots
 expect 1 "^FAIL LOAD-1 .*no plugin named 'nosuchplugin'" "$@" nosuchplugin \
     --plugin-dir "$(dirname "$plugin")"
+# The global parser must not take a command's options for its own.
+if [ "${2:-}" = check ]; then
+    expect 0 "^name" "$1" info --plugin "$plugin"
+    expect 2 "--version takes no command" "$1" info --version
+fi
 exit $status

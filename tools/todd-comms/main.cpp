@@ -23,6 +23,10 @@ using namespace todd::core;
 namespace {
 
 constexpr int kOk = 0, kError = 1, kUsage = 2;
+// No abbreviations: the global parser sees the command's options too, and
+// would take `info --plugin` for --plugin-dir.
+constexpr int kStyle = po::command_line_style::unix_style &
+                       ~po::command_line_style::allow_guessing;
 
 const char *kExitCodes = "Exit status: 0 success, 1 error (plugin not found or "
                          "refused, no plugin loadable), 2 usage error; check "
@@ -68,9 +72,12 @@ bool parse_sub(const std::vector<std::string> &args, const char *usage,
                po::positional_options_description pos, po::variables_map &vm)
 {
     try {
-        po::store(
-            po::command_line_parser(args).options(opts).positional(pos).run(),
-            vm);
+        po::store(po::command_line_parser(args)
+                      .options(opts)
+                      .positional(pos)
+                      .style(kStyle)
+                      .run(),
+                  vm);
         po::notify(vm);
     } catch (const po::error &e) {
         throw UsageError(e.what());
@@ -231,10 +238,13 @@ int main(int argc, char **argv)
         po::parsed_options parsed = po::command_line_parser(argc, argv)
                                         .options(all)
                                         .positional(pos)
+                                        .style(kStyle)
                                         .allow_unregistered()
                                         .run();
         po::store(parsed, vm);
         po::notify(vm);
+        if (vm.count("version") && vm.count("command"))
+            throw UsageError("--version takes no command");
         if (!vm.count("command")) {
             if (vm.count("version")) {
                 std::cout << "todd-comms " TODD_VERSION " (plugin ABI "
