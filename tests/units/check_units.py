@@ -132,6 +132,7 @@ def check_unit_in_root(root, unit_path, analyze, rabbitmq_dropin):
     # The user comes from the installed sysusers.d file, the writable
     # directories from tmpfiles.d (or StateDirectory=, made at start).
     user = e.get(("Service", "User"), [""])[-1]
+    uids = {}
     if not user or user == "root":
         fail(f"{name}: runs as root (no User=)")
     else:
@@ -166,7 +167,7 @@ def verify(analyze, root, name, what):
     if out:
         print(out)
     # verify exits 0 on unknown keys and bad values: those lines count too.
-    bad = [l for l in out.splitlines() if "todd-" in l or "rabbitmq.conf" in l]
+    bad = [l for l in out.splitlines() if name in l or "rabbitmq.conf" in l]
     if r.returncode != 0 or bad:
         fail(f"{name}{what}: systemd-analyze verify (exit {r.returncode}):\n"
              + "\n".join(bad))
@@ -179,7 +180,7 @@ def check_install(build_dir, meson, units):
     sysusers = need("systemd-sysusers")
     tmpfiles = need("systemd-tmpfiles")
     dests = installed_map(build_dir)
-    with tempfile.TemporaryDirectory(prefix="todd-units-") as root:
+    with tempfile.TemporaryDirectory(prefix="units-root-") as root:
         r = run([meson, "install", "-C", build_dir, "--no-rebuild", "--quiet",
                  "--destdir", root])
         if r.returncode != 0:
