@@ -9,7 +9,8 @@ directories, and the testlet and fact-collector directories agents scan.
       meson install into a temporary root, then there: sysusers.d and
       tmpfiles.d create each unit's user and directories, the unit's
       ExecStart program and --config file exist, systemd-analyze verify
-      accepts the unit, and the installed asset directories hold assets only.
+      accepts the unit alone and with the installed rabbitmq drop-in, and
+      the installed asset directories hold assets only.
   check_units.py assets TESTLET_DIR COLLECTOR_DIR [BUILD_SHARE_DIR]
       Every entry of the two directories is a working testlet (answers
       `check`) or fact collector (prints one fact as JSON); so is every
@@ -108,7 +109,7 @@ def under(root, path):
     return os.path.join(root, path.lstrip("/"))
 
 
-def check_unit_in_root(root, unit_path, analyze):
+def check_unit_in_root(root, unit_path, analyze, rabbitmq_dropin):
     name = os.path.basename(unit_path)
     e = unit_entries(under(root, unit_path))
     execs = e.get(("Service", "ExecStart"), [])
@@ -131,6 +132,7 @@ def check_unit_in_root(root, unit_path, analyze):
     # The user comes from the installed sysusers.d file, the writable
     # directories from tmpfiles.d (or StateDirectory=, made at start).
     user = e.get(("Service", "User"), [""])[-1]
+    uids = {}
     if not user or user == "root":
         fail(f"{name}: runs as root (no User=)")
     else:
@@ -148,17 +150,29 @@ def check_unit_in_root(root, unit_path, analyze):
                 os.stat(path).st_uid != uids[user]:
             fail(f"{name}: ReadWritePaths={rw} is not owned by {user}")
 
+    verify(analyze, root, name, "")
+    # And with the documented drop-in for a broker on this host.
+    dropin = under(root, f"/etc/systemd/system/{name}.d/rabbitmq.conf")
+    os.makedirs(os.path.dirname(dropin))
+    shutil.copy(rabbitmq_dropin, dropin)
+    verify(analyze, root, name, " with the rabbitmq drop-in")
+    if "rabbitmq-server.service" not in \
+            " ".join(unit_entries(dropin).get(("Unit", "After"), [])):
+        fail(f"{dropin}: orders {name} after no rabbitmq-server.service")
+
+
+def verify(analyze, root, name, what):
     r = run([analyze, "verify", "--man=no", f"--root={root}", name])
     out = (r.stdout + r.stderr).strip()
     if out:
         print(out)
     # verify exits 0 on unknown keys and bad values: those lines count too.
-    bad = [l for l in out.splitlines() if "todd-" in l]
+    bad = [l for l in out.splitlines() if name in l or "rabbitmq.conf" in l]
     if r.returncode != 0 or bad:
-        fail(f"{name}: systemd-analyze verify (exit {r.returncode}):\n"
+        fail(f"{name}{what}: systemd-analyze verify (exit {r.returncode}):\n"
              + "\n".join(bad))
     else:
-        print(f"{name}: systemd-analyze verify: no complaint")
+        print(f"{name}{what}: systemd-analyze verify: no complaint")
 
 
 def check_install(build_dir, meson, units):
@@ -166,7 +180,7 @@ def check_install(build_dir, meson, units):
     sysusers = need("systemd-sysusers")
     tmpfiles = need("systemd-tmpfiles")
     dests = installed_map(build_dir)
-    with tempfile.TemporaryDirectory(prefix="todd-units-") as root:
+    with tempfile.TemporaryDirectory(prefix="units-root-") as root:
         r = run([meson, "install", "-C", build_dir, "--no-rebuild", "--quiet",
                  "--destdir", root])
         if r.returncode != 0:
@@ -174,6 +188,9 @@ def check_install(build_dir, meson, units):
             return
         # The host's own units (sysinit.target, network-online.target...)
         # beside ours, as verify --root resolves every dependency there.
+        if not os.path.isdir("/usr/lib/systemd/system"):
+            fail("no /usr/lib/systemd/system: systemd is not installed")
+            return
         os.makedirs(under(root, "/etc"), exist_ok=True)
         if not os.path.lexists(under(root, "/lib")):
             os.symlink("usr/lib", under(root, "/lib"))
@@ -203,12 +220,18 @@ def check_install(build_dir, meson, units):
                 fail(f"{tool} (exit {r.returncode}):\n{r.stdout}{r.stderr}")
             elif r.returncode != 0:
                 print(f"note: not root, so directory owners are not checked")
+        dropins = [d for d in dests.values()
+                   if d.endswith("/systemd/rabbitmq.conf")]
+        if len(dropins) != 1:
+            fail(f"expected one installed rabbitmq drop-in, got {dropins}")
+            return
+        dropin = under(root, dropins[0])
         for unit in units:
             unit = os.path.abspath(unit)
             if unit not in dests:
                 fail(f"{unit} is not installed")
                 continue
-            check_unit_in_root(root, dests[unit], analyze)
+            check_unit_in_root(root, dests[unit], analyze, dropin)
         # The installed asset directories: only what meson installs there.
         for kind in ("testlets", "factcollectors"):
             dirs = {os.path.dirname(d) for d in dests.values()
