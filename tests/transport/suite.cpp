@@ -30,6 +30,7 @@ std::shared_ptr<const core::Plugin> load(const std::string &name)
 
 void TransportSuite::SetUp()
 {
+    logs_ = std::make_unique<LogCapture>();
     backend_ = backend_for(GetParam());
     if (auto why = backend_->begin()) {
         if (backend_->required())
@@ -37,6 +38,20 @@ void TransportSuite::SetUp()
         GTEST_SKIP() << *why;
     }
     server_ = open_comms("server");
+}
+
+void TransportSuite::TearDown()
+{
+    server_.reset();
+    if (!logs_)
+        return;
+    // What core's Transport logs when it masks a plugin's breach: a late
+    // callback after stop (ABI-8) or a delivery for a subscription that
+    // has ended.
+    for (const auto &l : logs_->lines())
+        if (l.find("plugin broke ABI-") != std::string::npos ||
+            l.find("deliver for unknown subscription") != std::string::npos)
+            ADD_FAILURE() << "the host caught the plugin: " << l;
 }
 
 std::shared_ptr<const core::Plugin> TransportSuite::plugin() const

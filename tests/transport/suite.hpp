@@ -8,6 +8,7 @@
 
 #include "backend.hpp"
 #include "inbox.hpp"
+#include "log_capture.hpp"
 
 #include <todd/core/comms.hpp>
 #include <todd/core/config.hpp>
@@ -30,6 +31,9 @@ using namespace std::chrono_literals;
 class TransportSuite : public ::testing::TestWithParam<std::string> {
   protected:
     void SetUp() override;
+    /** Fails the test when the host caught the plugin breaking the
+     *  contract (core logs each case it guards against). */
+    void TearDown() override;
 
     /** The plugin under test, loaded once per binary. */
     std::shared_ptr<const core::Plugin> plugin() const;
@@ -61,6 +65,8 @@ class TransportSuite : public ::testing::TestWithParam<std::string> {
     static std::string unique(const std::string &base);
 
   private:
+    // Installed first: it sees every line the instances log.
+    std::unique_ptr<LogCapture> logs_;
     std::unique_ptr<Backend> backend_;
     // Outlive every instance: plugins report states until stopped.
     std::deque<std::pair<core::Transport *, std::unique_ptr<StateLog>>> states_;
