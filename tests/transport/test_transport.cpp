@@ -336,7 +336,8 @@ TEST_P(TransportSuite, PublishProgressesWhileADeliverIsBlocked) // Data rule
         std::unique_lock lock(m);
         inside = true;
         cv.notify_all();
-        cv.wait(lock, [&] { return release; });
+        // Bounded: a failing test must not leave it blocked for ever.
+        cv.wait_for(lock, default_wait, [&] { return release; });
         return Verdict::ack;
     });
     DeliveryInbox in;
@@ -448,7 +449,7 @@ TEST_P(TransportSuite, SubscriptionResetInsideItsOwnHandler)
         s = t->subscribe(q, [&](const Delivery &d) {
             {
                 std::unique_lock l(m);
-                cv.wait(l, [&] { return ready; });
+                cv.wait_for(l, default_wait, [&] { return ready; });
             }
             s.reset(); // detaches; the plugin-side unsubscribe ends later
             calls.push(std::string(d.payload));

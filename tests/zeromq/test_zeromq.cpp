@@ -194,7 +194,8 @@ class Gate {
             std::unique_lock lock(m_);
             inside_ = true;
             cv_.notify_all();
-            cv_.wait(lock, [&] { return open_; });
+            // Bounded: a test that fails before open() must not hang here.
+            cv_.wait_for(lock, default_wait, [&] { return open_; });
             return Verdict::ack;
         };
     }
@@ -279,7 +280,10 @@ TEST_F(ZeroMq, DeliverBlockedPastHeartbeatTimeoutKeepsTheLink)
     auto o = other->subscribe(q, in.handler());
     // The scenario: blocked for longer than heartbeat_timeout_ms (1000).
     std::this_thread::sleep_for(1500ms);
-    t->publish(queue("long-block-side"), "published while blocked");
+    // Not ASSERT: the gate must open whatever happens, or the subscription
+    // would wait for the blocked handler forever.
+    EXPECT_NO_THROW(
+        t->publish(queue("long-block-side"), "published while blocked"));
     gate.open();
     // t's subscription ends (quiescent, "long" settled): other is then the
     // only consumer, and a marker published behind t's acknowledgement
