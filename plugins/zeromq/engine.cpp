@@ -115,6 +115,11 @@ void Engine::bind()
                                "endpoint to another address)"
                              : ""));
     }
+    // With port 0 the kernel chose one: agents need the real endpoint.
+    char bound[256];
+    size_t bound_len = sizeof bound;
+    if (zmq_getsockopt(router_, ZMQ_LAST_ENDPOINT, bound, &bound_len) == 0)
+        s_.endpoint = bound;
     if (local_ != nullptr) {
         // Routing ids are never empty: "" is the local client.
         auto p = std::make_unique<Peer>();

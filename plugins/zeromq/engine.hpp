@@ -63,6 +63,8 @@ class Engine {
     /** Bind the endpoint. Throws sdk::Error naming the endpoint when
      *  binding fails. */
     void bind();
+    /** The endpoint as bound: port 0 (or *) replaced by the port got. */
+    const std::string &endpoint() const { return s_.endpoint; }
     /** Start the thread (binds first if bind was not called). */
     void start();
     /** Stop the thread and close the socket; held messages are dropped. */

@@ -900,6 +900,7 @@ class ZmqTransport : public todd::comms::sdk::Transport, private LocalClient {
             LocalClient *self = this;
             engine_ = std::make_unique<Engine>(ctx_, es, host(), self);
             engine_->bind();
+            s_.endpoint = engine_->endpoint(); // port 0: the one bound
             return;
         }
         dealer_ = zmq_socket(ctx_, ZMQ_DEALER);

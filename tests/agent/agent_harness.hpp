@@ -10,6 +10,8 @@
 #include <todd/core/messages.hpp>
 #include <todd/core/plugin_registry.hpp>
 
+#include "../common/inbox.hpp"
+#include "../common/log_capture.hpp"
 #include "todd_build_config.h"
 
 #include <gtest/gtest.h>
@@ -74,48 +76,6 @@ inline bool eventually(const std::function<bool()> &cond,
     return cond();
 }
 
-/** Raw payloads of one queue, decoded lazily by the tests. */
-class Inbox {
-  public:
-    core::Verdict operator()(const core::Delivery &d)
-    {
-        std::lock_guard lk(mu_);
-        got_.emplace_back(d.payload);
-        cv_.notify_all();
-        return core::Verdict::ack;
-    }
-    /** Wait until some payload satisfies pred; returns it. */
-    std::optional<std::string>
-    wait_for(const std::function<bool(const std::string &)> &pred,
-             std::chrono::milliseconds limit = 30s)
-    {
-        std::unique_lock lk(mu_);
-        std::optional<std::string> hit;
-        cv_.wait_for(lk, limit, [&] {
-            for (const auto &p : got_)
-                if (pred(p)) {
-                    hit = p;
-                    return true;
-                }
-            return false;
-        });
-        return hit;
-    }
-    size_t count(const std::function<bool(const std::string &)> &pred)
-    {
-        std::lock_guard lk(mu_);
-        size_t n = 0;
-        for (const auto &p : got_)
-            n += pred(p) ? 1 : 0;
-        return n;
-    }
-
-  private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::vector<std::string> got_;
-};
-
 /** A response's fields, or nullopt when it does not decode. */
 inline std::optional<msg::Response> response_of(const std::string &raw)
 {
@@ -163,41 +123,6 @@ inline std::string vector_agent_uuid(const std::string &raw)
     auto r = msg::decode_response(raw);
     return std::visit([](const auto &x) { return x.agent_uuid; }, r);
 }
-
-/** Collects log lines (the agent's reasons) for assertions. */
-class LogCapture {
-  public:
-    LogCapture()
-    {
-        prev_ = log::set_sink(
-            [this](log::Level l, std::string_view c, std::string_view m) {
-                std::lock_guard lk(mu_);
-                lines_.push_back(std::string(c) + ": " + std::string(m));
-                if (l <= log::Level::warn)
-                    std::fprintf(stderr, "[log] %.*s: %.*s\n", int(c.size()),
-                                 c.data(), int(m.size()), m.data());
-            });
-    }
-    ~LogCapture() { log::set_sink(prev_); }
-    size_t count(const std::string &needle)
-    {
-        std::lock_guard lk(mu_);
-        size_t n = 0;
-        for (const auto &l : lines_)
-            n += l.find(needle) != std::string::npos ? 1 : 0;
-        return n;
-    }
-    bool wait_for(const std::string &needle,
-                  std::chrono::milliseconds limit = 30s)
-    {
-        return eventually([&] { return count(needle) > 0; }, limit);
-    }
-
-  private:
-    std::mutex mu_;
-    std::vector<std::string> lines_;
-    log::Sink prev_;
-};
 
 /** A temporary directory removed at the end. */
 class TempDir {
@@ -292,7 +217,7 @@ class AgentHarness {
     }
 
     TempDir dir;
-    Inbox responses, adverts;
+    PayloadInbox responses, adverts; // raw payloads, decoded by the tests
     std::unique_ptr<agent::Agent> agent;
 
   private:

@@ -92,7 +92,7 @@ TEST_F(AgentRabbitmq, ProgramReadsToddAgentCfgAndSurvivesBrokerRestart)
     // The test's own client on the same broker drives the program.
     auto comms = std::make_unique<core::Comms>(rabbitmq());
     comms->start();
-    Inbox responses;
+    PayloadInbox responses;
     auto sub = comms->transport().subscribe(core::queue_agentresponses,
                                             std::ref(responses));
     comms->send_raw(

@@ -3,6 +3,9 @@
 // zeromq when built): a 50 MiB advert, task and response are rejected
 // before decoding with one log line each and counted, the receiver keeps
 // running and the next normal message is processed. Also the config keys.
+#include "inbox.hpp"
+#include "log_capture.hpp"
+
 #include <todd/core/comms.hpp>
 #include <todd/core/config.hpp>
 #include <todd/core/log.hpp>
@@ -21,58 +24,8 @@ using namespace std::chrono_literals;
 
 namespace {
 
-class Inbox {
-  public:
-    void push(std::string s)
-    {
-        std::lock_guard lk(mu_);
-        items_.push_back(std::move(s));
-        cv_.notify_all();
-    }
-    bool wait_for(const std::string &v, std::chrono::milliseconds limit = 20s)
-    {
-        std::unique_lock lk(mu_);
-        return cv_.wait_for(lk, limit, [&] {
-            return std::find(items_.begin(), items_.end(), v) != items_.end();
-        });
-    }
-    std::vector<std::string> all()
-    {
-        std::lock_guard lk(mu_);
-        return items_;
-    }
-
-  private:
-    std::mutex mu_;
-    std::condition_variable cv_;
-    std::vector<std::string> items_;
-};
-
-class LogCapture {
-  public:
-    LogCapture()
-    {
-        prev_ = log::set_sink(
-            [this](log::Level, std::string_view c, std::string_view m) {
-                std::lock_guard lk(mu_);
-                lines_.push_back(std::string(c) + ": " + std::string(m));
-            });
-    }
-    ~LogCapture() { log::set_sink(prev_); }
-    size_t count(const std::string &needle)
-    {
-        std::lock_guard lk(mu_);
-        size_t n = 0;
-        for (const auto &l : lines_)
-            n += l.find(needle) != std::string::npos;
-        return n;
-    }
-
-  private:
-    log::Sink prev_;
-    std::mutex mu_;
-    std::vector<std::string> lines_;
-};
+using Inbox = todd::test::Inbox<std::string>;
+using todd::test::LogCapture;
 
 std::unique_ptr<Comms> open(const std::string &ini_text, const std::string &dir,
                             const std::string &role)
@@ -124,13 +77,13 @@ void fifty_megabytes_refused(Comms &server, Comms &agent)
     ok.uuid = "ok";
     // Adverts may be sent before the subscription reaches the server
     // (they expire): send until one arrives.
-    for (int i = 0; i < 200 && !adverts.wait_for("ok", 100ms); ++i)
+    for (int i = 0; i < 200 && !adverts.wait_has("ok", 100ms); ++i)
         agent.advertise_agent(ok);
     agent.send_response(msg::AgentStatusResponse{"a", "ok", "ready"});
     server.send_task(agent_queue, msg::KeyValueTask{"ok", "v"});
-    EXPECT_TRUE(adverts.wait_for("ok"));
-    EXPECT_TRUE(responses.wait_for("ok"));
-    EXPECT_TRUE(tasks.wait_for("ok"));
+    EXPECT_TRUE(adverts.wait_has("ok"));
+    EXPECT_TRUE(responses.wait_has("ok"));
+    EXPECT_TRUE(tasks.wait_has("ok"));
 
     for (auto *in : {&adverts, &responses, &tasks})
         for (const auto &s : in->all())
@@ -224,7 +177,7 @@ TEST(CommsLimits, ZeroMqRefusesToSendOverItsFrameBound)
         return Verdict::ack;
     });
     z.server->send_task(agent_queue, msg::KeyValueTask{"ok", "v"});
-    EXPECT_TRUE(tasks.wait_for("ok"));
+    EXPECT_TRUE(tasks.wait_has("ok"));
 #endif
 }
 
@@ -255,7 +208,7 @@ TEST(CommsLimits, BoundsComeFromCommsKeysAndAreNotPluginOptions)
     });
     tx.send_task(agent_queue, msg::KeyValueTask{"big", std::string(3000, 'x')});
     tx.send_task(agent_queue, msg::KeyValueTask{"ok", "v"});
-    EXPECT_TRUE(tasks.wait_for("ok"));
+    EXPECT_TRUE(tasks.wait_has("ok"));
     EXPECT_EQ(tasks.all(), std::vector<std::string>{"ok"});
     EXPECT_EQ(rx.oversized_rejected(), 1u);
 

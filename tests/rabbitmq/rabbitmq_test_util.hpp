@@ -5,6 +5,8 @@
 // that waits on conditions.
 #pragma once
 
+#include "inbox.hpp"
+#include "log_capture.hpp"
 #include "rabbitmq_broker.hpp"
 
 #include <todd/core/log.hpp>
@@ -138,52 +140,9 @@ class StateLog {
     std::vector<Entry> log_;
 };
 
-struct Received {
-    std::string destination, payload, content_type;
-    bool redelivered;
-};
-
-/** Collects deliveries; the verdict function decides (ack by default). */
-class Inbox {
-  public:
-    std::function<Verdict(const Received &, size_t index)> verdict;
-
-    todd::core::DeliveryHandler handler()
-    {
-        return [this](const todd::core::Delivery &d) {
-            Received r{std::string(d.destination), std::string(d.payload),
-                       std::string(d.content_type), d.redelivered};
-            size_t idx;
-            {
-                std::lock_guard g(m_);
-                got_.push_back(r);
-                idx = got_.size() - 1;
-                cv_.notify_all();
-            }
-            return verdict ? verdict(r, idx) : Verdict::ack;
-        };
-    }
-    bool wait_for(size_t n, std::chrono::milliseconds limit = 30s)
-    {
-        std::unique_lock lk(m_);
-        return cv_.wait_for(lk, limit, [&] { return got_.size() >= n; });
-    }
-    std::vector<Received> all()
-    {
-        std::lock_guard g(m_);
-        return got_;
-    }
-    size_t size()
-    {
-        std::lock_guard g(m_);
-        return got_.size();
-    }
-
-  private:
-    std::mutex m_;
-    std::condition_variable cv_;
-    std::vector<Received> got_;
-};
+/** Collects deliveries; its verdict function decides (ack by default). */
+using Inbox = todd::test::DeliveryInbox;
+using todd::test::Received;
 
 /** A message as a raw rabbitmq-c peer sees it. */
 struct RawMessage {
@@ -334,27 +293,6 @@ class RawPeer {
 };
 
 /** Captures the core log (plugin lines included) while alive. */
-class LogCapture {
-  public:
-    LogCapture()
-    {
-        prev_ = todd::log::set_sink(
-            [this](todd::log::Level, std::string_view c, std::string_view m) {
-                std::lock_guard g(m_);
-                text_ += std::string(c) + ": " + std::string(m) + "\n";
-            });
-    }
-    ~LogCapture() { todd::log::set_sink(prev_); }
-    std::string text()
-    {
-        std::lock_guard g(m_);
-        return text_;
-    }
-
-  private:
-    std::mutex m_;
-    std::string text_;
-    todd::log::Sink prev_;
-};
+using todd::test::LogCapture;
 
 } // namespace rmqtest
