@@ -12,6 +12,7 @@
 // at most.
 // docs/zeromq.md describes the design and the differences from RabbitMQ.
 #include "engine.hpp"
+#include "keys.hpp"
 #include "wire.hpp"
 
 #include <todd/comms/sdk.hpp>
@@ -42,47 +43,23 @@ using todd::comms::sdk::Config;
 using todd::comms::sdk::Error;
 using todd::comms::sdk::Host;
 
-const todd_comms_config_key kKeys[] = {
-    {"role", TODD_COMMS_CFG_STRING, 0, "agent",
-     "server: bind the endpoint and run the queue engine; agent: connect to "
-     "it (todd-server and todd-agent fill this in)"},
-    {"endpoint", TODD_COMMS_CFG_STRING, 0, "tcp://127.0.0.1:47570",
-     "ZeroMQ address the server binds and agents connect to (tcp://host:port "
-     "or ipc://path)"},
-    {"publish_timeout_ms", TODD_COMMS_CFG_INT, 0, "5000",
-     "how long publish waits for the engine's confirmation before "
-     "E_UNAVAILABLE"},
-    {"max_held", TODD_COMMS_CFG_INT, 0, "100000",
-     "server: undelivered messages one destination may hold; publishing more "
-     "fails with E_FULL"},
-    {"prefetch", TODD_COMMS_CFG_INT, 0, "256",
-     "unsettled deliveries per subscription when the host gives none"},
-    {"heartbeat_ms", TODD_COMMS_CFG_INT, 0, "1000",
-     "heartbeat interval between instances and the engine"},
-    {"heartbeat_timeout_ms", TODD_COMMS_CFG_INT, 0, "5000",
-     "a silent peer is gone after this; its unacknowledged messages are "
-     "requeued"},
-    {"max_frame_bytes", TODD_COMMS_CFG_INT, 0, "16777216",
-     "largest frame a peer may send (ZMQ_MAXMSGSIZE on every socket); a "
-     "peer announcing more is disconnected before anything is allocated"},
-};
-
 constexpr todd_comms_status kPendingStatus = 1; // not a valid status
 
+// The defaults are the key table's (keys.hpp): the host fills them in.
 struct Settings {
     bool server = false;
     std::string endpoint;
-    long long publish_timeout_ms = 5000;
-    long long max_held = 100000;
-    long long prefetch = 256;
-    long long heartbeat_ms = 1000;
-    long long heartbeat_timeout_ms = 5000;
-    long long max_frame_bytes = 0; // from the key table
+    long long publish_timeout_ms = 0;
+    long long max_held = 0;
+    long long prefetch = 0;
+    long long heartbeat_ms = 0;
+    long long heartbeat_timeout_ms = 0;
+    long long max_frame_bytes = 0;
 };
 
-long long positive(const Config &c, const char *key, long long fallback)
+long long positive(const Config &c, const char *key)
 {
-    long long v = c.integer(key, fallback);
+    long long v = c.integer(key, key_default_int(key));
     if (v <= 0 || v > 2147483647LL)
         throw Error(TODD_COMMS_E_CONFIG,
                     std::string("configuration key '") + key +
@@ -94,30 +71,30 @@ long long positive(const Config &c, const char *key, long long fallback)
 Settings parse(const Config &c)
 {
     Settings s;
-    std::string role = c.str("role", "agent");
+    std::string role = c.str("role", key_default("role"));
     if (role != "server" && role != "agent")
         throw Error(TODD_COMMS_E_CONFIG,
                     "configuration key 'role' must be 'server' or 'agent', "
                     "not '" +
                         role + "'");
     s.server = role == "server";
-    s.endpoint = c.str("endpoint", "tcp://127.0.0.1:47570");
+    s.endpoint = c.str("endpoint", key_default("endpoint"));
     if (s.endpoint.find("://") == std::string::npos)
         throw Error(TODD_COMMS_E_CONFIG,
-                    "configuration key 'endpoint' is not a ZeroMQ address "
-                    "(e.g. tcp://127.0.0.1:47570): '" +
-                        s.endpoint + "'");
+                    std::string("configuration key 'endpoint' is not a "
+                                "ZeroMQ address (e.g. ") +
+                        key_default("endpoint") + "): '" + s.endpoint + "'");
     if (!s.server && (s.endpoint.find('*') != std::string::npos ||
                       s.endpoint.find("0.0.0.0") != std::string::npos))
         throw Error(TODD_COMMS_E_CONFIG,
                     "role=agent cannot connect to the wildcard endpoint '" +
                         s.endpoint + "': give the server's address");
-    s.publish_timeout_ms = positive(c, "publish_timeout_ms", 5000);
-    s.max_held = positive(c, "max_held", 100000);
-    s.prefetch = positive(c, "prefetch", 256);
-    s.heartbeat_ms = positive(c, "heartbeat_ms", 1000);
-    s.heartbeat_timeout_ms = positive(c, "heartbeat_timeout_ms", 5000);
-    s.max_frame_bytes = positive(c, "max_frame_bytes", 0);
+    s.publish_timeout_ms = positive(c, "publish_timeout_ms");
+    s.max_held = positive(c, "max_held");
+    s.prefetch = positive(c, "prefetch");
+    s.heartbeat_ms = positive(c, "heartbeat_ms");
+    s.heartbeat_timeout_ms = positive(c, "heartbeat_timeout_ms");
+    s.max_frame_bytes = positive(c, "max_frame_bytes");
     if (s.heartbeat_timeout_ms <= s.heartbeat_ms)
         throw Error(TODD_COMMS_E_CONFIG,
                     "configuration key 'heartbeat_timeout_ms' (" +
