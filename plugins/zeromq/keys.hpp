@@ -3,7 +3,7 @@
 // stated. The plugin reads them from here, the engine's own defaults too.
 #pragma once
 
-#include <todd/comms/plugin.h>
+#include <todd/comms/sdk.hpp>
 
 #include <string_view>
 
@@ -37,10 +37,7 @@ inline constexpr todd_comms_config_key kKeys[] = {
 /** The default text of key name, nullptr for a name not in kKeys. */
 constexpr const char *key_default(std::string_view name)
 {
-    for (const auto &k : kKeys)
-        if (name == k.name)
-            return k.default_value;
-    return nullptr;
+    return todd::comms::sdk::key_default(kKeys, name);
 }
 
 /** The default of the integer key name (decimal digits in the table). */
