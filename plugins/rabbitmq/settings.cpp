@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Parsing and checking the RabbitMQ plugin's configuration keys.
 #include "settings.hpp"
+#include "keys.hpp"
 
 #include <cerrno>
 #include <cstdlib>
@@ -19,9 +20,27 @@ using todd::comms::sdk::Error;
 
 namespace {
 
+// The value of key, or its default in the key table (the host fills the
+// defaults in; the table is the only place they are written).
+std::string default_text(const char *key)
+{
+    const char *d = key_default(key);
+    return d != nullptr ? d : "";
+}
+
+std::string text(const Config &c, const char *key)
+{
+    return c.str(key, default_text(key));
+}
+
+bool flag(const Config &c, const char *key)
+{
+    return c.boolean(key, default_text(key) == "true");
+}
+
 long long ranged(const Config &c, const char *key, long long lo, long long hi)
 {
-    long long v = c.integer(key);
+    long long v = c.integer(key, std::atoll(default_text(key).c_str()));
     if (v < lo || v > hi)
         throw Error(TODD_COMMS_E_CONFIG,
                     std::string("configuration key '") + key +
@@ -145,9 +164,9 @@ Settings parse_settings(const Config &c)
         s.brokers.push_back(b);
     }
     if (s.brokers.empty())
-        s.brokers.push_back({c.str("host", "localhost"), port});
-    s.user = c.str("user", "guest");
-    s.password = c.str("password", "guest");
+        s.brokers.push_back({text(c, "host"), port});
+    s.user = text(c, "user");
+    s.password = text(c, "password");
     if (c.has("password_env")) {
         std::string name = c.str("password_env");
         const char *v = std::getenv(name.c_str());
@@ -169,17 +188,17 @@ Settings parse_settings(const Config &c)
                (s.password.back() == '\r' || s.password.back() == ' '))
             s.password.pop_back();
     }
-    s.vhost = c.str("vhost", "/");
-    s.exchange = c.str("exchange", "test_exchange");
+    s.vhost = text(c, "vhost");
+    s.exchange = text(c, "exchange");
     if (s.exchange.empty() || s.exchange.size() > 255)
         throw Error(TODD_COMMS_E_CONFIG, "exchange: must be 1-255 bytes");
     s.heartbeat = static_cast<int>(ranged(c, "heartbeat", 0, 3600));
     s.connect_timeout = milliseconds(ranged(c, "connect_timeout", 1, 600000));
     s.publish_timeout = milliseconds(ranged(c, "publish_timeout", 0, 3600000));
     s.reconnect_max = milliseconds(ranged(c, "reconnect_max", 10, 3600000));
-    s.tls = c.boolean("tls");
-    s.verify_peer = c.boolean("tls_verify_peer", true);
-    s.verify_hostname = c.boolean("tls_verify_hostname", true);
+    s.tls = flag(c, "tls");
+    s.verify_peer = flag(c, "tls_verify_peer");
+    s.verify_hostname = flag(c, "tls_verify_hostname");
     s.tls_ca = c.str("tls_ca");
     s.tls_cert = c.str("tls_cert");
     s.tls_key = c.str("tls_key");
@@ -187,9 +206,9 @@ Settings parse_settings(const Config &c)
         throw Error(TODD_COMMS_E_CONFIG,
                     "tls_cert and tls_key must be given together");
     s.prefetch = static_cast<uint32_t>(ranged(c, "prefetch", 0, 65535));
-    s.confirms = c.boolean("confirms", true);
-    s.durable = c.boolean("durable", false);
-    s.dead_letter_exchange = c.str("dead_letter_exchange");
+    s.confirms = flag(c, "confirms");
+    s.durable = flag(c, "durable");
+    s.dead_letter_exchange = text(c, "dead_letter_exchange");
     if (s.dead_letter_exchange.size() > 255)
         throw Error(TODD_COMMS_E_CONFIG,
                     "dead_letter_exchange: must be at most 255 bytes");

@@ -20,16 +20,16 @@ struct Broker {
     int port;
 };
 
+// The defaults are the key table's (keys.hpp), set by parse_settings.
 struct Settings {
     std::vector<Broker> brokers;
     std::string user, password, vhost, exchange;
-    int heartbeat = 10;
-    milliseconds connect_timeout{5000}, publish_timeout{5000},
-        reconnect_max{5000};
-    bool tls = false, verify_peer = true, verify_hostname = true;
+    int heartbeat = 0;
+    milliseconds connect_timeout{0}, publish_timeout{0}, reconnect_max{0};
+    bool tls = false, verify_peer = false, verify_hostname = false;
     std::string tls_ca, tls_cert, tls_key;
-    uint32_t prefetch = 100;
-    bool confirms = true, durable = false;
+    uint32_t prefetch = 0;
+    bool confirms = false, durable = false;
     /** x-dead-letter-exchange of ToDD's queues; empty = none (Go ToDD). */
     std::string dead_letter_exchange;
 };

@@ -6,6 +6,7 @@
 #ifndef TODD_ZEROMQ_ENGINE_HPP
 #define TODD_ZEROMQ_ENGINE_HPP
 
+#include "keys.hpp"
 #include "wire.hpp"
 
 #include <todd/comms/sdk.hpp>
@@ -24,11 +25,14 @@ namespace todd_zmq {
 
 /** What the engine needs from the instance configuration. */
 struct EngineSettings {
-    std::string endpoint;          // where agents connect (bound here)
-    long long max_held = 100000;   // undelivered messages per destination
-    long long heartbeat_ms = 1000; // ZMTP heartbeat interval
-    long long heartbeat_timeout_ms = 5000; // silent peer is gone after this
-    long long max_frame_bytes = 0;         // max_frame_bytes (key table)
+    std::string endpoint; // where agents connect (bound here)
+    // undelivered messages per destination
+    long long max_held = key_default_int("max_held");
+    // ZMTP heartbeat interval
+    long long heartbeat_ms = key_default_int("heartbeat_ms");
+    // a silent peer is gone after this
+    long long heartbeat_timeout_ms = key_default_int("heartbeat_timeout_ms");
+    long long max_frame_bytes = key_default_int("max_frame_bytes");
 };
 
 /**

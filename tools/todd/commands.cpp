@@ -282,6 +282,15 @@ Options parse_global(const std::vector<std::string> &argv)
     return o;
 }
 
+struct RunOptions;
+
+/** What the status stream of a run showed. */
+struct RunWatch {
+    std::map<std::string, std::string> last; // agent: its last status
+    std::set<std::string> participants;      // the agents of the first line
+    bool complete = false; // every participant finished or failed
+};
+
 class Cli {
   public:
     Cli(Options o, Io io) : o_(std::move(o)), io_(io) {}
@@ -456,7 +465,16 @@ class Cli {
         return kExitOk;
     }
 
+    // `todd run`, step by step.
     int run();
+    bool confirm(const RunOptions &ro);          // false: the user said no
+    std::string start_run(const RunOptions &ro); // the run's UUID
+    void watch_status(Clock::time_point start, Clock::time_point deadline,
+                      RunWatch &w);
+    HttpReply fetch_results(const std::string &uuid, const RunOptions &ro,
+                            Clock::time_point deadline, bool complete);
+    void print_results(const RunOptions &ro, const HttpReply &result,
+                       const RunWatch &w);
 
     Options o_;
     Io io_;
@@ -520,24 +538,46 @@ RunOptions parse_run(const std::vector<std::string> &args)
 int Cli::run()
 {
     RunOptions ro = parse_run(o_.args);
-
-    if (!ro.yes) {
-        io_.out << "Activate testrun \"" << ro.name
-                << "\"? (y/n): " << std::flush;
-        std::string answer;
-        if (!std::getline(io_.in, answer))
-            throw CommandError{"no answer to the confirmation on stdin (use "
-                               "-y to skip it)"};
-        answer = trim(answer);
-        if (answer != "y" && answer != "Y" && answer != "yes") {
-            io_.out << "Aborted.\n";
-            return kExitOk;
-        }
+    if (!ro.yes && !confirm(ro)) {
+        io_.out << "Aborted.\n";
+        return kExitOk;
     }
-
     // The run's time budget starts once the user has confirmed.
     auto start = Clock::now();
     auto deadline = start + ro.timeout;
+    std::string uuid = start_run(ro);
+    io_.out << "\nRUNNING TEST: " << uuid
+            << "\n\n(Please be patient while the test finishes...)\n"
+            << std::flush;
+    RunWatch watch;
+    try {
+        watch_status(start, deadline, watch);
+    } catch (const std::exception &e) {
+        io_.out << "Problem subscribing to testrun updates stream: " << e.what()
+                << "\n"
+                << "Will now watch the testrun metrics API until the run "
+                   "timeout to see if we get a result that way. Please "
+                   "wait...\n"
+                << std::flush;
+    }
+    HttpReply result = fetch_results(uuid, ro, deadline, watch.complete);
+    print_results(ro, result, watch);
+    return kExitOk;
+}
+
+bool Cli::confirm(const RunOptions &ro)
+{
+    io_.out << "Activate testrun \"" << ro.name << "\"? (y/n): " << std::flush;
+    std::string answer;
+    if (!std::getline(io_.in, answer))
+        throw CommandError{"no answer to the confirmation on stdin (use "
+                           "-y to skip it)"};
+    answer = trim(answer);
+    return answer == "y" || answer == "Y" || answer == "yes";
+}
+
+std::string Cli::start_run(const RunOptions &ro)
+{
     std::string body = "{\"testRunName\":" + go_json_quote(ro.name) +
                        ",\"sourceGroup\":" + go_json_quote(ro.source_group) +
                        ",\"sourceApp\":" + go_json_quote(ro.source_app) +
@@ -560,76 +600,66 @@ int Cli::run()
         }))
         throw CommandError{"unexpected reply to the run request: \"" +
                            uuid.substr(0, 100) + "\""};
+    return uuid;
+}
 
-    io_.out << "\nRUNNING TEST: " << uuid
-            << "\n\n(Please be patient while the test finishes...)\n"
-            << std::flush;
-
-    // Follow the status stream until every participant of the first line is
-    // finished or failed, the server closes it, or the deadline passes.
-    std::map<std::string, std::string> last;
-    std::set<std::string> participants;
-    bool complete = false;
-    try {
-        ServerAddress stream_addr{o_.server.host, o_.stream_port};
-        // A server without a stream must not cost the whole run timeout:
-        // after 10 s of refused connections, poll for the result instead.
-        StatusStream stream(
-            stream_addr,
-            std::min(deadline, Clock::now() + std::chrono::seconds(10)));
-        bool first = true;
-        std::string previous;
-        while (true) {
-            auto line = stream.read_line(deadline);
-            if (!line)
-                throw TransportError("disconnected from testrun status "
-                                     "stream");
-            auto statuses = parse_status_line(*line);
-            if (first) {
-                for (const auto &kv : statuses)
-                    participants.insert(kv.first);
-                first = false;
-            }
+void Cli::watch_status(Clock::time_point start, Clock::time_point deadline,
+                       RunWatch &w)
+{
+    ServerAddress stream_addr{o_.server.host, o_.stream_port};
+    // A server without a stream must not cost the whole run timeout:
+    // after 10 s of refused connections, poll for the result instead.
+    StatusStream stream(
+        stream_addr,
+        std::min(deadline, Clock::now() + std::chrono::seconds(10)));
+    bool first = true;
+    std::string previous;
+    while (true) {
+        auto line = stream.read_line(deadline);
+        if (!line)
+            throw TransportError("disconnected from testrun status "
+                                 "stream");
+        auto statuses = parse_status_line(*line);
+        if (first) {
             for (const auto &kv : statuses)
-                last[kv.first] = kv.second;
-            std::size_t done = 0;
-            for (const auto &p : participants) {
-                auto it = statuses.find(p);
-                if (it != statuses.end() &&
-                    (it->second == "finished" || it->second == "fail"))
-                    ++done;
-            }
-            std::string shown =
-                format_status_counts(statuses, participants.size()) + "  | " +
-                format_agent_statuses(statuses);
-            if (shown != previous) {
-                double t =
-                    std::chrono::duration<double>(Clock::now() - start).count();
-                io_.out << " [" << std::fixed << std::setprecision(3) << t
-                        << "s] " << shown << "\n"
-                        << std::flush;
-                previous = shown;
-            }
-            if (done == participants.size()) {
-                complete = true;
-                break; // like the Go CLI, no ack for the final line
-            }
-            stream.ack(deadline);
+                w.participants.insert(kv.first);
+            first = false;
         }
-    } catch (const std::exception &e) {
-        io_.out << "Problem subscribing to testrun updates stream: " << e.what()
-                << "\n"
-                << "Will now watch the testrun metrics API until the run "
-                   "timeout to see if we get a result that way. Please "
-                   "wait...\n"
-                << std::flush;
+        for (const auto &kv : statuses)
+            w.last[kv.first] = kv.second;
+        std::size_t done = 0;
+        for (const auto &p : w.participants) {
+            auto it = statuses.find(p);
+            if (it != statuses.end() &&
+                (it->second == "finished" || it->second == "fail"))
+                ++done;
+        }
+        std::string shown =
+            format_status_counts(statuses, w.participants.size()) + "  | " +
+            format_agent_statuses(statuses);
+        if (shown != previous) {
+            double t =
+                std::chrono::duration<double>(Clock::now() - start).count();
+            io_.out << " [" << std::fixed << std::setprecision(3) << t << "s] "
+                    << shown << "\n"
+                    << std::flush;
+            previous = shown;
+        }
+        if (done == w.participants.size()) {
+            w.complete = true;
+            return; // like the Go CLI, no ack for the final line
+        }
+        stream.ack(deadline);
     }
+}
 
-    // Fetch the results; they may land just after the last status.
+HttpReply Cli::fetch_results(const std::string &uuid, const RunOptions &ro,
+                             Clock::time_point deadline, bool complete)
+{
+    // The results may land just after the last status.
     std::string target = "/v1/testdata?testUuid=" + url_escape(uuid);
     std::chrono::milliseconds pause(complete ? 5 : 100);
     std::string last_problem = "no reply yet";
-    std::optional<HttpReply> result;
     while (true) {
         auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
             deadline - Clock::now());
@@ -638,10 +668,8 @@ int Cli::run()
         try {
             HttpReply d = http_request(o_.server, "GET", target, "",
                                        std::min(left, o_.http_timeout));
-            if (ok(d)) {
-                result = std::move(d);
-                break;
-            }
+            if (ok(d))
+                return d;
             last_problem = reason_of(d);
         } catch (const std::exception &e) {
             last_problem = e.what();
@@ -651,39 +679,40 @@ int Cli::run()
                        deadline - Clock::now())));
         pause = std::min(pause * 2, std::chrono::milliseconds(500));
     }
-    if (!result) {
-        std::ostringstream msg;
-        msg << "failed to retrieve test data within "
-            << std::chrono::duration<double>(ro.timeout).count()
-            << " seconds (--timeout); last reply: " << last_problem;
-        throw CommandError{msg.str()};
-    }
+    std::ostringstream msg;
+    msg << "failed to retrieve test data within "
+        << std::chrono::duration<double>(ro.timeout).count()
+        << " seconds (--timeout); last reply: " << last_problem;
+    throw CommandError{msg.str()};
+}
 
+void Cli::print_results(const RunOptions &ro, const HttpReply &result,
+                        const RunWatch &w)
+{
     std::vector<std::string> failed;
-    for (const auto &[agent, status] : last)
+    for (const auto &[agent, status] : w.last)
         if (status == "fail")
             failed.push_back(agent);
 
     io_.out << "\nDone.\n";
     if (ro.json || !ro.source_group.empty()) {
         std::string why;
-        if (!json_is_valid(result->body, &why))
+        if (!json_is_valid(result.body, &why))
             throw CommandError{"the test data is not valid JSON (" + why +
-                               "): " + result->body.substr(0, 200)};
-        io_.out << json_indent(result->body, "  ") << "\n";
+                               "): " + result.body.substr(0, 200)};
+        io_.out << json_indent(result.body, "  ") << "\n";
     } else {
-        io_.out << format_results_table(result->body, failed);
+        io_.out << format_results_table(result.body, failed);
     }
     io_.out << std::flush;
     if (!failed.empty()) {
         io_.err << "WARNING: " << failed.size() << " of "
-                << std::max(participants.size(), last.size())
+                << std::max(w.participants.size(), w.last.size())
                 << " agents failed:";
         for (const auto &f : failed)
             io_.err << " " << f;
         io_.err << "\n";
     }
-    return kExitOk;
 }
 
 void print_help(std::ostream &out, const std::string &command)

@@ -290,6 +290,21 @@ inline uint32_t prefetch(const todd_comms_subscribe_opts *o) noexcept
                : 0;
 }
 
+/**
+ * Convenience: the default text of key name in a plugin's key table, nullptr
+ * when the table has no such key or it has no default. Lets the plugin's
+ * code fall back on its table, the one place each default is stated.
+ */
+template <size_t N>
+constexpr const char *key_default(const todd_comms_config_key (&keys)[N],
+                                  std::string_view name) noexcept
+{
+    for (const auto &k : keys)
+        if (name == k.name)
+            return k.default_value;
+    return nullptr;
+}
+
 namespace detail {
 
 /** True when s is a valid plugin name: [a-z0-9_-]+. */
