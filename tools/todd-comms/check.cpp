@@ -9,6 +9,8 @@
 #include "check.hpp"
 
 #include <todd/comms/plugin.h>
+#include <todd/core/config.hpp>
+#include <todd/core/exit_codes.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
 #include <todd/core/transport.hpp>
@@ -1524,12 +1526,10 @@ int child_main(const Args &args)
     Env env;
     env.info = &info;
     env.remote = (info.capabilities & TODD_COMMS_CAP_REMOTE) != 0;
-    for (auto &k : info.keys)
-        if (k.name == "role")
-            env.has_role = true;
+    env.has_role = todd::core::declares_key(info, "role");
     todd::core::Options given(args.opts.begin(), args.opts.end());
-    if (env.has_role && !given.count("role"))
-        given["role"] = "server"; // config_for() sets it per instance
+    // config_for() sets it per instance.
+    todd::core::fill_in_role(info, given, "server");
     try {
         for (auto &[k, v] : todd::core::validate_options(info, given))
             env.base.kv.emplace_back(k, v);
@@ -1604,28 +1604,28 @@ int parse_args(int argc, char **argv, Args &a)
         };
         if (arg == "-h" || arg == "--help") {
             std::fputs(kUsage, stdout);
-            return 0;
+            return todd::core::exit_ok;
         } else if (arg == "-v" || arg == "--verbose") {
             a.verbose = true;
         } else if (is("--plugin-dir")) {
             if (!value(i, "--plugin-dir", v))
-                return 2;
+                return todd::core::exit_usage;
             a.plugin_dirs.push_back(v);
         } else if (is("--comms-opt")) {
             if (!value(i, "--comms-opt", v))
-                return 2;
+                return todd::core::exit_usage;
             auto eq = v.find('=');
             if (eq == std::string::npos || eq == 0) {
                 std::fprintf(stderr,
                              "todd-comms check: --comms-opt '%s': expected "
                              "KEY=VALUE\n",
                              v.c_str());
-                return 2;
+                return todd::core::exit_usage;
             }
             a.opts.emplace_back(v.substr(0, eq), v.substr(eq + 1));
         } else if (is("--timeout-ms")) {
             if (!value(i, "--timeout-ms", v))
-                return 2;
+                return todd::core::exit_usage;
             char *end = nullptr;
             long n = std::strtol(v.c_str(), &end, 10);
             if (end == v.c_str() || *end != '\0' || n < 100 || n > 600000) {
@@ -1633,25 +1633,25 @@ int parse_args(int argc, char **argv, Args &a)
                              "todd-comms check: --timeout-ms '%s': expected "
                              "100..600000\n",
                              v.c_str());
-                return 2;
+                return todd::core::exit_usage;
             }
             a.timeout_ms = static_cast<int>(n);
         } else if (!arg.empty() && arg[0] == '-') {
             std::fprintf(stderr, "todd-comms check: unknown option '%s'\n%s",
                          arg.c_str(), kUsage);
-            return 2;
+            return todd::core::exit_usage;
         } else if (a.target.empty()) {
             a.target = arg;
         } else {
             std::fprintf(stderr,
                          "todd-comms check: one plugin at a time ('%s')\n",
                          arg.c_str());
-            return 2;
+            return todd::core::exit_usage;
         }
     }
     if (a.target.empty()) {
         std::fprintf(stderr, "%s", kUsage);
-        return 2;
+        return todd::core::exit_usage;
     }
     return -1;
 }
@@ -1667,7 +1667,7 @@ int todd_comms_check_main(int argc, char **argv)
     int fds[2];
     if (::pipe(fds) != 0) {
         std::perror("todd-comms check: pipe");
-        return 2;
+        return todd::core::exit_failure;
     }
     std::fflush(stdout);
     std::fflush(stderr);
@@ -1683,7 +1683,7 @@ int todd_comms_check_main(int argc, char **argv)
     pid_t pid = ::fork();
     if (pid < 0) {
         std::perror("todd-comms check: fork");
-        return 2;
+        return todd::core::exit_failure;
     }
     if (pid == 0) {
         ::close(sig_fd);
@@ -1749,7 +1749,7 @@ int todd_comms_check_main(int argc, char **argv)
                          "host killed\n",
                          strsignal(sig),
                          current.empty() ? "start-up" : current.c_str());
-            return 128 + sig;
+            return todd::core::exit_on_signal(sig);
         }
         ssize_t n = ::read(fds[0], chunk, sizeof chunk);
         if (n < 0 && errno == EINTR)
@@ -1805,5 +1805,5 @@ int todd_comms_check_main(int argc, char **argv)
                 ident.empty() ? args.target.c_str() : ident.c_str(), passed,
                 failed, skipped, ok ? "conforms" : "DOES NOT CONFORM");
     std::fflush(stdout);
-    return ok ? 0 : 1;
+    return ok ? todd::core::exit_ok : todd::core::exit_failure;
 }
