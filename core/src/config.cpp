@@ -258,6 +258,26 @@ std::string IniFile::get(const std::string &section, const std::string &key,
     return k == s->second.end() ? fallback : k->second;
 }
 
+std::string IniFile::where(const std::string &section,
+                           const std::string &key) const
+{
+    if (auto s = lines.find(section); s != lines.end())
+        if (auto k = s->second.find(key); k != s->second.end())
+            return path + ":" + std::to_string(k->second);
+    return path;
+}
+
+std::string IniFile::where(const std::string &section) const
+{
+    auto s = lines.find(section);
+    if (s == lines.end() || s->second.empty())
+        return path;
+    int first = s->second.begin()->second;
+    for (const auto &kv : s->second)
+        first = std::min(first, kv.second);
+    return path + ":" + std::to_string(first);
+}
+
 IniFile parse_ini(const std::string &text, const std::string &path)
 {
     return IniParser(text, path).parse();
@@ -389,9 +409,23 @@ std::unique_ptr<Transport> open_transport(const CommsSelection &sel)
                                      : " or [Comms] in " + sel.config_path) +
             "); its keys are: " + (list.empty() ? "(none)" : list));
     }
-    if (known.count("role") && !opts.count("role") && !sel.role.empty())
-        opts["role"] = sel.role;
+    fill_in_role(info, opts, sel.role);
     return Transport::create(plugin, opts);
+}
+
+bool declares_key(const PluginInfo &info, const std::string &key)
+{
+    return std::any_of(info.keys.begin(), info.keys.end(),
+                       [&](const ConfigKeyInfo &k) { return k.name == key; });
+}
+
+bool fill_in_role(const PluginInfo &info, Options &opts,
+                  const std::string &role)
+{
+    if (role.empty() || opts.count("role") || !declares_key(info, "role"))
+        return false;
+    opts["role"] = role;
+    return true;
 }
 
 std::string describe_keys(const PluginInfo &info)

@@ -3,6 +3,7 @@
 // of docs/plugin-abi.md; every refusal names the file and the rule.
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
+#include <todd/core/unique_fd.hpp>
 
 #include "elf_check.hpp"
 #include "plugin_trust.hpp"
@@ -102,27 +103,7 @@ struct Refused {
     throw Refused{{path, rule, path + ": refused (" + rule + "): " + why}};
 }
 
-/** An open file descriptor, closed when it goes out of scope. */
-class Fd {
-  public:
-    explicit Fd(int fd) : fd_(fd) {}
-    ~Fd()
-    {
-        if (fd_ >= 0)
-            ::close(fd_);
-    }
-    Fd(const Fd &) = delete;
-    Fd &operator=(const Fd &) = delete;
-    Fd &operator=(Fd &&o) noexcept
-    {
-        std::swap(fd_, o.fd_);
-        return *this;
-    }
-    int get() const { return fd_; }
-
-  private:
-    int fd_;
-};
+using Fd = UniqueFd;
 
 bool same_file(const struct stat &a, const struct stat &b)
 {

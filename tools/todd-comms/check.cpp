@@ -12,6 +12,8 @@
 #include "check_internal.hpp"
 
 #include <todd/comms/plugin.h>
+#include <todd/core/config.hpp>
+#include <todd/core/exit_codes.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
 #include <todd/core/transport.hpp>
@@ -208,12 +210,10 @@ bool make_env(const Args &args, const todd::core::PluginInfo &info, Env &env)
 {
     env.info = &info;
     env.remote = (info.capabilities & TODD_COMMS_CAP_REMOTE) != 0;
-    for (auto &k : info.keys)
-        if (k.name == "role")
-            env.has_role = true;
+    env.has_role = todd::core::declares_key(info, "role");
     todd::core::Options given(args.opts.begin(), args.opts.end());
-    if (env.has_role && !given.count("role"))
-        given["role"] = "server"; // config_for() sets it per instance
+    // config_for() sets it per instance.
+    todd::core::fill_in_role(info, given, "server");
     try {
         for (auto &[k, v] : todd::core::validate_options(info, given))
             env.base.kv.emplace_back(k, v);
@@ -306,28 +306,28 @@ int parse_args(int argc, char **argv, Args &a)
         };
         if (arg == "-h" || arg == "--help") {
             std::fputs(kUsage, stdout);
-            return 0;
+            return todd::core::exit_ok;
         } else if (arg == "-v" || arg == "--verbose") {
             a.verbose = true;
         } else if (is("--plugin-dir")) {
             if (!value(i, "--plugin-dir", v))
-                return 2;
+                return todd::core::exit_usage;
             a.plugin_dirs.push_back(v);
         } else if (is("--comms-opt")) {
             if (!value(i, "--comms-opt", v))
-                return 2;
+                return todd::core::exit_usage;
             auto eq = v.find('=');
             if (eq == std::string::npos || eq == 0) {
                 std::fprintf(stderr,
                              "todd-comms check: --comms-opt '%s': expected "
                              "KEY=VALUE\n",
                              v.c_str());
-                return 2;
+                return todd::core::exit_usage;
             }
             a.opts.emplace_back(v.substr(0, eq), v.substr(eq + 1));
         } else if (is("--timeout-ms")) {
             if (!value(i, "--timeout-ms", v))
-                return 2;
+                return todd::core::exit_usage;
             char *end = nullptr;
             long n = std::strtol(v.c_str(), &end, 10);
             if (end == v.c_str() || *end != '\0' || n < 100 || n > 600000) {
@@ -335,25 +335,25 @@ int parse_args(int argc, char **argv, Args &a)
                              "todd-comms check: --timeout-ms '%s': expected "
                              "100..600000\n",
                              v.c_str());
-                return 2;
+                return todd::core::exit_usage;
             }
             a.timeout_ms = static_cast<int>(n);
         } else if (!arg.empty() && arg[0] == '-') {
             std::fprintf(stderr, "todd-comms check: unknown option '%s'\n%s",
                          arg.c_str(), kUsage);
-            return 2;
+            return todd::core::exit_usage;
         } else if (a.target.empty()) {
             a.target = arg;
         } else {
             std::fprintf(stderr,
                          "todd-comms check: one plugin at a time ('%s')\n",
                          arg.c_str());
-            return 2;
+            return todd::core::exit_usage;
         }
     }
     if (a.target.empty()) {
         std::fprintf(stderr, "%s", kUsage);
-        return 2;
+        return todd::core::exit_usage;
     }
     return -1;
 }
@@ -432,7 +432,7 @@ int read_child(int fd, int sig_fd, pid_t pid, ChildRun &run)
                          strsignal(sig),
                          run.current.empty() ? "start-up"
                                              : run.current.c_str());
-            return 128 + sig;
+            return todd::core::exit_on_signal(sig);
         }
         ssize_t n = ::read(fd, chunk, sizeof chunk);
         if (n < 0 && errno == EINTR)
@@ -497,7 +497,7 @@ int print_results(const Args &args, const ChildRun &run,
                 run.ident.empty() ? args.target.c_str() : run.ident.c_str(),
                 passed, failed, skipped, ok ? "conforms" : "DOES NOT CONFORM");
     std::fflush(stdout);
-    return ok ? 0 : 1;
+    return ok ? todd::core::exit_ok : todd::core::exit_failure;
 }
 
 } // namespace
@@ -513,7 +513,7 @@ int todd_comms_check_main(int argc, char **argv)
     int fds[2];
     if (::pipe(fds) != 0) {
         std::perror("todd-comms check: pipe");
-        return 2;
+        return todd::core::exit_failure;
     }
     std::fflush(stdout);
     std::fflush(stderr);
@@ -529,7 +529,7 @@ int todd_comms_check_main(int argc, char **argv)
     pid_t pid = ::fork();
     if (pid < 0) {
         std::perror("todd-comms check: fork");
-        return 2;
+        return todd::core::exit_failure;
     }
     if (pid == 0) {
         ::close(sig_fd);

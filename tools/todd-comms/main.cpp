@@ -1,5 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // todd-comms: inspect transport plugins (list, show metadata, check).
+#include <todd/core/exit_codes.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
 
@@ -22,7 +23,6 @@ using namespace todd::core;
 
 namespace {
 
-constexpr int kOk = 0, kError = 1, kUsage = 2;
 // No abbreviations: the global parser sees the command's options too, and
 // would take `info --plugin` for --plugin-dir.
 constexpr int kStyle = po::command_line_style::unix_style &
@@ -122,7 +122,7 @@ int cmd_plugins(const std::vector<std::string> &args,
                    "List every plugin in the search path (first one per name "
                    "wins) and every\nfile refused, with the rule it broke.",
                    common_options(), {}, vm))
-        return kOk;
+        return exit_ok;
     PluginRegistry reg(plugin_search_path(dirs_of(vm, dirs)));
     ScanResult r = reg.scan();
 
@@ -156,7 +156,7 @@ int cmd_plugins(const std::vector<std::string> &args,
     std::cout << "\nSearch path:\n";
     for (const auto &d : reg.search_path())
         std::cout << "  " << d << "\n";
-    return r.plugins.empty() ? kError : kOk;
+    return r.plugins.empty() ? exit_failure : exit_ok;
 }
 
 int cmd_info(const std::vector<std::string> &args,
@@ -172,7 +172,7 @@ int cmd_info(const std::vector<std::string> &args,
                    "Show a plugin's metadata and configuration keys. NAME is "
                    "searched; a PATH\n(containing '/') is loaded as is.",
                    opts, pos, vm))
-        return kOk;
+        return exit_ok;
     if (!vm.count("plugin"))
         throw UsageError("info: missing NAME or PATH");
     PluginRegistry reg(plugin_search_path(dirs_of(vm, dirs)));
@@ -191,7 +191,7 @@ int cmd_info(const std::vector<std::string> &args,
               << "path:          " << i.path << "\n";
     if (i.keys.empty()) {
         std::cout << "configuration: none\n";
-        return kOk;
+        return exit_ok;
     }
     std::cout << "configuration keys:\n";
     size_t w = 0;
@@ -211,7 +211,7 @@ int cmd_info(const std::vector<std::string> &args,
             std::cout << "  " << std::string(w + 2, ' ') << k.description
                       << "\n";
     }
-    return kOk;
+    return exit_ok;
 }
 
 } // namespace
@@ -250,10 +250,10 @@ int main(int argc, char **argv)
                 std::cout << "todd-comms " TODD_VERSION " (plugin ABI "
                           << TODD_COMMS_ABI_MAJOR << "." << TODD_COMMS_ABI_MINOR
                           << ")\n";
-                return kOk;
+                return exit_ok;
             }
             print_main_help(vm.count("help") ? std::cout : std::cerr, global);
-            return vm.count("help") ? kOk : kUsage;
+            return vm.count("help") ? exit_ok : exit_usage;
         }
         if (vm.count("log-level"))
             todd::log::set_level(
@@ -296,12 +296,12 @@ int main(int argc, char **argv)
                          "' (try todd-comms --help)");
     } catch (const UsageError &e) {
         std::cerr << "todd-comms: " << e.what() << "\n";
-        return kUsage;
+        return exit_usage;
     } catch (const po::error &e) {
         std::cerr << "todd-comms: " << e.what() << "\n";
-        return kUsage;
+        return exit_usage;
     } catch (const std::exception &e) {
         std::cerr << "todd-comms: " << e.what() << "\n";
-        return kError;
+        return exit_failure;
     }
 }

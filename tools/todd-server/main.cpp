@@ -3,6 +3,7 @@
 #include <todd/server/server.hpp>
 
 #include <todd/core/config.hpp>
+#include <todd/core/exit_codes.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
 #include <todd/core/transport.hpp>
@@ -45,11 +46,11 @@ int main(int argc, char **argv)
                              .load(vm["comms"].as<std::string>());
                 std::cout << core::describe_keys(p->info());
             }
-            return 0;
+            return core::exit_ok;
         }
         if (vm.count("version")) {
             std::cout << "todd-server " << TODD_VERSION << "\n";
-            return 0;
+            return core::exit_ok;
         }
         log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
 
@@ -90,20 +91,21 @@ int main(int argc, char **argv)
                                 (sig == SIGINT ? "SIGINT" : "SIGTERM") +
                                 ", shutting down");
         srv.stop();
-        return 0;
+        return core::exit_ok;
     } catch (const po::error &e) {
         std::cerr << "todd-server: " << e.what() << "\n"
                   << "Try 'todd-server --help'.\n";
-        return 2;
+        return core::exit_usage;
     } catch (const core::ConfigError &e) {
         std::cerr << "todd-server: " << e.what() << "\n";
-        return 2;
+        return core::exit_usage;
     } catch (const core::CommsError &e) {
         // E_CONFIG: the plugin refused its configuration in create.
         std::cerr << "todd-server: " << e.what() << "\n";
-        return e.status() == TODD_COMMS_E_CONFIG ? 2 : 1;
+        return e.status() == TODD_COMMS_E_CONFIG ? core::exit_usage
+                                                 : core::exit_failure;
     } catch (const std::exception &e) {
         std::cerr << "todd-server: error: " << e.what() << "\n";
-        return 1;
+        return core::exit_failure;
     }
 }

@@ -1,18 +1,21 @@
 // The todd command line: argument parsing and the commands themselves.
 #pragma once
 
+#include <todd/core/exit_codes.hpp>
+
 #include <iosfwd>
 #include <string>
 #include <vector>
 
 namespace todd::cli {
 
-/// Exit statuses of the todd CLI.
-enum ExitCode : int {
-    kExitOk = 0,    ///< the command did what was asked
-    kExitError = 1, ///< server unreachable, error reply, bad object file...
-    kExitUsage = 2, ///< bad command line (unknown command/flag, missing arg)
-};
+/// Exit statuses of the todd CLI: the programs' one set (core/exit_codes.hpp)
+/// under the names the CLI's code uses.
+inline constexpr core::ExitCode kExitOk = core::exit_ok; ///< did what was asked
+/// Server unreachable, error reply, bad object file...
+inline constexpr core::ExitCode kExitError = core::exit_failure;
+/// Bad command line (unknown command/flag, missing arg).
+inline constexpr core::ExitCode kExitUsage = core::exit_usage;
 
 /// Where the CLI reads and writes; main() passes the process's streams.
 struct Io {

@@ -2,12 +2,12 @@
 
 #include "json_text.hpp"
 
+#include <todd/core/cidr.hpp>
 #include <todd/core/json_limits.hpp>
-
-#include <arpa/inet.h>
 
 #include <map>
 #include <sstream>
+#include <stdexcept>
 #include <vector>
 
 #include <yaml-cpp/eventhandler.h>
@@ -167,10 +167,14 @@ std::string group_spec(const Decoder &d, const YAML::Node &spec,
                 d.fail(stmt, "group '" + label + "': " + field +
                                  ": unknown match key '" + k +
                                  "' (expected hostname or within_subnet)");
-            if (k == "within_subnet" && !is_valid_cidr(v))
-                d.fail(stmt, "group '" + label + "': " + field +
-                                 ".within_subnet: '" + v +
-                                 "' is not a CIDR such as 10.0.0.0/8");
+            if (k == "within_subnet") {
+                try {
+                    core::Cidr::parse(v);
+                } catch (const std::invalid_argument &e) {
+                    d.fail(stmt, "group '" + label + "': " + field +
+                                     ".within_subnet: " + e.what());
+                }
+            }
         }
         if (i++ > 0)
             out.push_back(',');
@@ -253,29 +257,6 @@ std::string testrun_spec(const Decoder &d, const YAML::Node &spec,
 }
 
 } // namespace
-
-bool is_valid_cidr(std::string_view cidr)
-{
-    auto slash = cidr.find('/');
-    if (slash == std::string_view::npos || slash + 1 >= cidr.size())
-        return false;
-    std::string addr(cidr.substr(0, slash));
-    std::string_view bits = cidr.substr(slash + 1);
-    if (bits.size() > 3)
-        return false;
-    int n = 0;
-    for (char c : bits) {
-        if (c < '0' || c > '9')
-            return false;
-        n = n * 10 + (c - '0');
-    }
-    unsigned char buf[16];
-    if (inet_pton(AF_INET, addr.c_str(), buf) == 1)
-        return n <= 32;
-    if (inet_pton(AF_INET6, addr.c_str(), buf) == 1)
-        return n <= 128;
-    return false;
-}
 
 ObjectJson yaml_object_to_json(std::string_view yaml,
                                std::string_view source_name)

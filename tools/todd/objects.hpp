@@ -38,8 +38,4 @@ struct ObjectJson {
 ObjectJson yaml_object_to_json(std::string_view yaml,
                                std::string_view source_name);
 
-/// True if @p cidr is an IPv4 or IPv6 address with a /prefix in range, as Go's
-/// net.ParseCIDR accepts it.
-bool is_valid_cidr(std::string_view cidr);
-
 } // namespace todd::cli

@@ -3,6 +3,7 @@
 #include <todd/agent/assets.hpp>
 #include <todd/agent/download.hpp>
 #include <todd/agent/identity.hpp>
+#include <todd/core/dir_watch.hpp>
 #include <todd/core/log.hpp>
 
 #include <algorithm>
@@ -72,7 +73,7 @@ struct Agent::TestRunState {
 };
 
 struct Agent::Watcher {
-    DirectoryWatcher dirs;
+    core::DirWatcher dirs;
 };
 
 Agent::Agent(AgentConfig config, std::unique_ptr<core::Comms> comms)
@@ -123,9 +124,15 @@ void Agent::start()
         [this](const msg::Task &t) { return on_task(t, "group queue"); });
     watcher_ = std::make_unique<Watcher>();
     try {
-        watcher_->dirs.start({config_.opt_dir + "/assets/factcollectors",
-                              config_.opt_dir + "/assets/testlets"},
-                             [this] { schedule_refresh(); });
+        core::DirWatcher::Options o;
+        o.ignore = is_download_temp; // their rename is the change
+        for (const auto &d : watcher_->dirs.start(
+                 {config_.opt_dir + "/assets/factcollectors",
+                  config_.opt_dir + "/assets/testlets"},
+                 [this](const auto &) { schedule_refresh(); }, o))
+            log::warn(log_component, "cannot watch " + d +
+                                         " (changes seen only after "
+                                         "downloads)");
     } catch (const std::exception &e) {
         log::warn(log_component,
                   std::string("asset directories not watched: ") + e.what());
@@ -252,8 +259,8 @@ void Agent::schedule_refresh()
 void Agent::refresh_assets()
 {
     std::string fc_dir = config_.opt_dir + "/assets/factcollectors";
-    auto fc = hash_directory(fc_dir);
-    auto tl = hash_directory(config_.opt_dir + "/assets/testlets");
+    auto fc = asset_hashes(fc_dir);
+    auto tl = asset_hashes(config_.opt_dir + "/assets/testlets");
     auto facts = collect_facts(
         fact_collector_paths(config_.builtin_factcollector_dir, fc_dir),
         config_.fact_timeout, &processes_);
@@ -442,6 +449,64 @@ void Agent::on_install(msg::InstallTestRunTask t)
     send_status(run.uuid, msg::status_ready);
 }
 
+// One process per target, each killed at the time limit; as Go, all at
+// once, up to max_parallel_testlets (the rest start as others end).
+std::vector<ProcessResult> Agent::run_targets(const std::string &testlet_path,
+                                              const msg::TestRun &run,
+                                              int64_t time_limit)
+{
+    std::vector<ProcessResult> results(run.targets.size());
+    std::atomic<size_t> next{0};
+    auto worker = [&] {
+        for (size_t i; (i = next++) < run.targets.size() && !stopping_;) {
+            ProcessSpec spec;
+            // args travels as ONE argument, even when empty (as Go).
+            spec.argv = {testlet_path, run.targets[i], run.args};
+            // Clamped to a week: the deadline must not overflow.
+            spec.timeout = std::chrono::seconds(
+                std::clamp<int64_t>(time_limit, 0, 7 * 86400));
+            spec.log_component = "testlet:" + run.testlet;
+            spec.groups = &processes_;
+            results[i] = run_process(spec);
+        }
+    };
+    std::vector<std::thread> threads;
+    const size_t n = std::min(
+        run.targets.size(), std::max<size_t>(config_.max_parallel_testlets, 1));
+    for (size_t k = 0; k < n; ++k)
+        threads.emplace_back(worker);
+    for (auto &th : threads)
+        th.join();
+    return results;
+}
+
+// Why a run's test data cannot be kept and sent, or "": it must fit the
+// response bound and, with the data already waiting, max_kept_data_bytes.
+std::string Agent::data_refusal(const std::string &test_uuid,
+                                const std::string &data) const
+{
+    // The response around it adds the UUIDs and the quoting of the data.
+    const size_t bound = comms_->limits().max_response_bytes;
+    if (msg::encode(
+            msg::Response{msg::TestDataResponse{config_.uuid, test_uuid, data}})
+            .size() > bound)
+        return "test data of " + std::to_string(data.size()) +
+               " bytes does not fit the response bound of " +
+               std::to_string(bound) + " bytes (max_response_bytes)";
+    std::lock_guard lk(mu_);
+    size_t kept = 0;
+    for (const auto &[id, other] : runs_)
+        if (other->data)
+            kept += other->data->size();
+    if (kept + data.size() > config_.max_kept_data_bytes)
+        return "its " + std::to_string(data.size()) +
+               " bytes of test data do not fit: " + std::to_string(kept) +
+               " bytes already wait for DeleteTestData (bound " +
+               std::to_string(config_.max_kept_data_bytes) +
+               ", max_kept_data_bytes)";
+    return {};
+}
+
 void Agent::on_execute(msg::ExecuteTestRunTask t)
 {
     send_status(t.test_uuid, msg::status_testing);
@@ -479,110 +544,20 @@ void Agent::on_execute(msg::ExecuteTestRunTask t)
         return fail(std::to_string(run.targets.size()) +
                     " targets, more than the bound of " +
                     std::to_string(config_.max_targets));
-    // One process per target, each killed at the time limit; as Go, all at
-    // once, up to max_parallel_testlets (the rest start as others end).
-    std::vector<ProcessResult> results(run.targets.size());
-    {
-        std::atomic<size_t> next{0};
-        auto worker = [&] {
-            for (size_t i; (i = next++) < run.targets.size() && !stopping_;) {
-                ProcessSpec spec;
-                // args travels as ONE argument, even when empty (as Go).
-                spec.argv = {st->testlet_path, run.targets[i], run.args};
-                // Clamped to a week: the deadline must not overflow.
-                spec.timeout = std::chrono::seconds(
-                    std::clamp<int64_t>(t.time_limit, 0, 7 * 86400));
-                spec.log_component = "testlet:" + run.testlet;
-                spec.groups = &processes_;
-                results[i] = run_process(spec);
-            }
-        };
-        std::vector<std::thread> threads;
-        const size_t n =
-            std::min(run.targets.size(),
-                     std::max<size_t>(config_.max_parallel_testlets, 1));
-        for (size_t k = 0; k < n; ++k)
-            threads.emplace_back(worker);
-        for (auto &th : threads)
-            th.join();
-    }
+    std::vector<ProcessResult> results =
+        run_targets(st->testlet_path, run, t.time_limit);
     if (stopping_)
         return;
-    std::map<std::string, std::string> outputs;
-    std::vector<std::string> problems;
-    for (size_t i = 0; i < results.size(); ++i) {
-        const auto &r = results[i];
-        const std::string &target = run.targets[i];
-        std::string who = "target " + target + ": ";
-        if (!r.started) {
-            problems.push_back(who + r.describe());
-            continue;
-        }
-        if (r.timed_out) {
-            // As Go: a target killed at the limit gives no data (a server
-            // testlet such as "iperf -s" ends this way by design).
-            log::warn(log_component, "test run " + t.test_uuid + " " + who +
-                                         "killed at the time limit of " +
-                                         std::to_string(t.time_limit) +
-                                         " s; no data for it");
-            continue;
-        }
-        if (r.output_truncated) {
-            problems.push_back(who + "output larger than the limit");
-            continue;
-        }
-        bool blank = r.out.find_first_not_of(" \t\r\n") == std::string::npos;
-        if (blank) {
-            if (r.exited_ok()) {
-                log::warn(log_component, "test run " + t.test_uuid + " " + who +
-                                             "printed nothing");
-                continue;
-            }
-            problems.push_back(who + r.describe() + " with no output");
-            continue;
-        }
-        try {
-            outputs[target] = compact_testlet_output(r.out);
-            if (!r.exited_ok())
-                log::warn(log_component, "test run " + t.test_uuid + " " + who +
-                                             r.describe() +
-                                             "; its output is kept");
-        } catch (const std::invalid_argument &e) {
-            problems.push_back(who + e.what() + " (" + r.describe() + ")");
-        }
-    }
-    if (!problems.empty()) {
+    TargetOutputs sorted = sort_results(t, run.targets, results);
+    if (!sorted.problems.empty()) {
         std::string why;
-        for (const auto &p : problems)
+        for (const auto &p : sorted.problems)
             why += (why.empty() ? "" : "; ") + p;
         return fail(why);
     }
-    std::string data = encode_test_data(outputs);
-    // The response around it adds the UUIDs and the quoting of the data.
-    const size_t bound = comms_->limits().max_response_bytes;
-    if (msg::encode(msg::Response{
-                        msg::TestDataResponse{config_.uuid, t.test_uuid, data}})
-            .size() > bound)
-        return fail("test data of " + std::to_string(data.size()) +
-                    " bytes does not fit the response bound of " +
-                    std::to_string(bound) + " bytes (max_response_bytes)");
-    std::string too_much;
-    {
-        std::lock_guard lk(mu_);
-        size_t kept = 0;
-        for (const auto &[id, other] : runs_)
-            if (other->data)
-                kept += other->data->size();
-        if (kept + data.size() > config_.max_kept_data_bytes)
-            too_much =
-                "its " + std::to_string(data.size()) +
-                " bytes of test data do not fit: " + std::to_string(kept) +
-                " bytes already wait for DeleteTestData (bound " +
-                std::to_string(config_.max_kept_data_bytes) +
-                ", max_kept_data_bytes)";
-    }
-    if (!too_much.empty())
-        return fail(too_much);
+    std::string data = encode_test_data(sorted.outputs);
+    if (std::string why = data_refusal(t.test_uuid, data); !why.empty())
+        return fail(why);
     {
         std::lock_guard lk(mu_);
         st->executing = false;

@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <csignal>
+#include <cstring>
 #include <iostream>
+#include <optional>
 #include <pthread.h>
 
 namespace po = boost::program_options;
@@ -42,16 +44,6 @@ std::string lower(std::string s)
     return s;
 }
 
-std::string where(const core::IniFile &ini, const std::string &section,
-                  const std::string &key)
-{
-    int line = 0;
-    if (auto s = ini.lines.find(section); s != ini.lines.end())
-        if (auto k = s->second.find(key); k != s->second.end())
-            line = k->second;
-    return ini.path + (line > 0 ? ":" + std::to_string(line) : "");
-}
-
 const char *help_footer = R"(
 Configuration file: ToDD's agent.cfg (gcfg INI, names case-insensitive):
   [Comms]           Plugin = <transport>; every other key goes to the plugin
@@ -78,44 +70,44 @@ void check_agent_config(const core::IniFile &ini,
                 if (std::find(plugin_keys.begin(), plugin_keys.end(), key) ==
                     plugin_keys.end())
                     throw core::ConfigError(
-                        where(ini, section, key) + ": [Comms] " + key +
+                        ini.where(section, key) + ": [Comms] " + key +
                         " is not a key of the chosen transport plugin");
             }
             continue;
         }
         auto known = toddsections().find(section);
-        if (known == toddsections().end()) {
-            std::string path = ini.path;
-            int line = 0;
-            if (auto s = ini.lines.find(section);
-                s != ini.lines.end() && !s->second.empty())
-                line = s->second.begin()->second;
-            throw core::ConfigError(
-                path + (line > 0 ? ":" + std::to_string(line) : "") +
-                ": invalid section [" + section + "]");
-        }
+        if (known == toddsections().end())
+            throw core::ConfigError(ini.where(section) + ": invalid section [" +
+                                    section + "]");
         for (const auto &kv : keys) {
             const auto &allowed = known->second;
             if (std::find(allowed.begin(), allowed.end(), kv.first) ==
                 allowed.end())
-                throw core::ConfigError(where(ini, section, kv.first) +
+                throw core::ConfigError(ini.where(section, kv.first) +
                                         ": invalid variable " + kv.first +
                                         " in section [" + section + "]");
         }
     }
 }
 
-int agent_main(int argc, char **argv)
+namespace {
+
+/** SIGINT/SIGTERM are taken by sigwait in agent_main; before any thread
+ *  exists, so every thread inherits the mask (children get it reset at
+ *  spawn). */
+sigset_t block_stop_signals()
 {
-    // Before any thread exists: SIGINT/SIGTERM are taken by sigwait below,
-    // every thread inherits the mask. Children get it reset at spawn.
     sigset_t stop_signals;
     sigemptyset(&stop_signals);
     sigaddset(&stop_signals, SIGINT);
     sigaddset(&stop_signals, SIGTERM);
     pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
     std::signal(SIGPIPE, SIG_IGN);
+    return stop_signals;
+}
 
+po::options_description agent_options()
+{
     po::options_description comms_desc("Transport");
     core::add_comms_options(comms_desc);
     po::options_description agent_desc("Agent");
@@ -149,27 +141,48 @@ int agent_main(int argc, char **argv)
                          "error|warn|info|debug|trace");
     po::options_description all("Usage: todd-agent [options]");
     all.add(agent_desc).add(comms_desc);
+    return all;
+}
 
+/** The command line and the config file it names. */
+struct CommandLine {
     po::variables_map vm;
     core::IniFile ini;
     bool have_ini = false;
     core::CommsSelection sel;
+
+    /** A setting: the option when given, else the [LocalResources] key. */
+    std::string setting(const char *opt, const char *key) const
+    {
+        if (vm.count(opt))
+            return vm[opt].as<std::string>();
+        return have_ini ? ini.get("localresources", key) : std::string();
+    }
+};
+
+/** Parse the options and the config file, choose the transport. Returns
+ *  the exit status when the program ends here (--version, an error). */
+std::optional<int> parse_command_line(int argc, char **argv,
+                                      const po::options_description &all,
+                                      CommandLine &cl)
+{
     try {
-        po::store(po::parse_command_line(argc, argv, all), vm);
-        po::notify(vm);
-        log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
-        if (vm.count("version")) {
+        po::store(po::parse_command_line(argc, argv, all), cl.vm);
+        po::notify(cl.vm);
+        log::set_level(log::parse_level(cl.vm["log-level"].as<std::string>()));
+        if (cl.vm.count("version")) {
             std::cout << "todd-agent " << TODD_VERSION << "\n";
             return exit_ok;
         }
-        if (vm.count("config") && !vm["config"].as<std::string>().empty()) {
-            ini = core::parse_ini_file(vm["config"].as<std::string>());
-            have_ini = true;
+        if (cl.vm.count("config") &&
+            !cl.vm["config"].as<std::string>().empty()) {
+            cl.ini = core::parse_ini_file(cl.vm["config"].as<std::string>());
+            cl.have_ini = true;
         }
-        sel = core::resolve_comms(vm, have_ini ? &ini : nullptr);
-        sel.role = "agent";
+        cl.sel = core::resolve_comms(cl.vm, cl.have_ini ? &cl.ini : nullptr);
+        cl.sel.role = "agent";
     } catch (const std::exception &e) {
-        if (vm.count("help")) {
+        if (cl.vm.count("help")) {
             std::cout << all << help_footer;
             std::cerr << "todd-agent: " << e.what() << "\n";
             return exit_usage;
@@ -178,73 +191,62 @@ int agent_main(int argc, char **argv)
                   << "\n(try todd-agent --help)\n";
         return exit_usage;
     }
+    return std::nullopt;
+}
 
-    core::PluginRegistry registry(core::plugin_search_path(sel.plugin_dirs));
-    std::shared_ptr<const core::Plugin> plugin;
-    std::string plugin_error;
-    try {
-        plugin = registry.load(sel.plugin_name);
-    } catch (const std::exception &e) {
-        plugin_error = e.what();
-    }
-    if (vm.count("help")) {
-        std::cout << all << help_footer << "\n";
-        if (plugin)
-            std::cout << "Keys of transport plugin '" << sel.plugin_name
-                      << "' (--comms-opt KEY=VALUE or [Comms] Key = value):\n"
-                      << core::describe_keys(plugin->info());
-        else
-            std::cout << "(cannot list the keys of transport plugin '"
-                      << sel.plugin_name << "': " << plugin_error << ")\n";
-        return exit_ok;
-    }
-    if (!plugin) {
-        std::cerr << "todd-agent: " << plugin_error << "\n";
-        return exit_usage;
-    }
+/** --help: the options, then the chosen plugin's keys (or why not). */
+void print_help(const po::options_description &all,
+                const core::CommsSelection &sel, const core::Plugin *plugin,
+                const std::string &plugin_error)
+{
+    std::cout << all << help_footer << "\n";
+    if (plugin)
+        std::cout << "Keys of transport plugin '" << sel.plugin_name
+                  << "' (--comms-opt KEY=VALUE or [Comms] Key = value):\n"
+                  << core::describe_keys(plugin->info());
+    else
+        std::cout << "(cannot list the keys of transport plugin '"
+                  << sel.plugin_name << "': " << plugin_error << ")\n";
+}
 
-    // Everything the user wrote is checked before anything connects.
+/** Check everything the user wrote against the plugin and build the
+ *  agent's configuration; throws on the first mistake. */
+AgentConfig agent_config(const CommandLine &cl, const core::Plugin &plugin)
+{
+    std::vector<std::string> keys;
+    for (const auto &k : plugin.info().keys)
+        keys.push_back(lower(k.name));
+    if (cl.have_ini)
+        check_agent_config(cl.ini, keys);
+    core::Options given = cl.sel.options;
+    core::fill_in_role(plugin.info(), given, cl.sel.role);
+    core::validate_options(plugin.info(), given);
+
     AgentConfig cfg;
-    try {
-        std::vector<std::string> keys;
-        for (const auto &k : plugin->info().keys)
-            keys.push_back(lower(k.name));
-        if (have_ini)
-            check_agent_config(ini, keys);
-        core::Options given = sel.options;
-        bool declares_role =
-            std::find(keys.begin(), keys.end(), "role") != keys.end();
-        if (declares_role && !given.count("role"))
-            given["role"] = sel.role;
-        core::validate_options(plugin->info(), given);
+    cfg.opt_dir = cl.setting("opt-dir", "optdir");
+    if (cfg.opt_dir.empty())
+        cfg.opt_dir = "/opt/todd/agent";
+    double interval = cl.vm["advert-interval"].as<double>();
+    if (!(interval > 0) || interval > 86400)
+        throw core::ConfigError(
+            "--advert-interval must be between 0 and 86400 seconds");
+    cfg.advert_interval =
+        std::chrono::milliseconds(static_cast<int64_t>(interval * 1000));
+    cfg.state_dir = cl.vm["state-dir"].as<std::string>();
+    cfg.builtin_testlet_dir = cl.vm["testlet-dir"].as<std::string>();
+    cfg.builtin_factcollector_dir =
+        cl.vm["factcollector-dir"].as<std::string>();
+    cfg.default_addr = derive_default_addr(
+        cl.setting("ip-addr-override", "ipaddroverride"),
+        cl.setting("default-interface", "defaultinterface"));
+    return cfg;
+}
 
-        auto setting = [&](const char *opt, const char *key) -> std::string {
-            if (vm.count(opt))
-                return vm[opt].as<std::string>();
-            return have_ini ? ini.get("localresources", key) : std::string();
-        };
-        cfg.opt_dir = setting("opt-dir", "optdir");
-        if (cfg.opt_dir.empty())
-            cfg.opt_dir = "/opt/todd/agent";
-        double interval = vm["advert-interval"].as<double>();
-        if (!(interval > 0) || interval > 86400)
-            throw core::ConfigError(
-                "--advert-interval must be between 0 and 86400 seconds");
-        cfg.advert_interval =
-            std::chrono::milliseconds(static_cast<int64_t>(interval * 1000));
-        cfg.state_dir = vm["state-dir"].as<std::string>();
-        cfg.builtin_testlet_dir = vm["testlet-dir"].as<std::string>();
-        cfg.builtin_factcollector_dir =
-            vm["factcollector-dir"].as<std::string>();
-        cfg.default_addr = derive_default_addr(
-            setting("ip-addr-override", "ipaddroverride"),
-            setting("default-interface", "defaultinterface"));
-    } catch (const std::exception &e) {
-        std::cerr << "todd-agent: " << e.what() << "\n";
-        return exit_usage;
-    }
-
-    std::unique_ptr<Agent> agent;
+/** Create the transport and the agent and start it; the exit status on
+ *  failure. */
+std::optional<int> start_agent(const core::CommsSelection &sel, AgentConfig cfg,
+                               std::unique_ptr<Agent> &agent)
+{
     try {
         auto comms = std::make_unique<core::Comms>(
             core::open_transport(sel), core::SendPolicy{}, sel.limits);
@@ -259,7 +261,49 @@ int agent_main(int argc, char **argv)
         std::cerr << "todd-agent: " << e.what() << "\n";
         return exit_failure;
     }
-    log::info(log_component, "running with transport '" + sel.plugin_name +
+    return std::nullopt;
+}
+
+} // namespace
+
+int agent_main(int argc, char **argv)
+{
+    sigset_t stop_signals = block_stop_signals();
+    po::options_description all = agent_options();
+    CommandLine cl;
+    if (auto rc = parse_command_line(argc, argv, all, cl))
+        return *rc;
+
+    core::PluginRegistry registry(core::plugin_search_path(cl.sel.plugin_dirs));
+    std::shared_ptr<const core::Plugin> plugin;
+    std::string plugin_error;
+    try {
+        plugin = registry.load(cl.sel.plugin_name);
+    } catch (const std::exception &e) {
+        plugin_error = e.what();
+    }
+    if (cl.vm.count("help")) {
+        print_help(all, cl.sel, plugin.get(), plugin_error);
+        return exit_ok;
+    }
+    if (!plugin) {
+        std::cerr << "todd-agent: " << plugin_error << "\n";
+        return exit_usage;
+    }
+
+    // Everything the user wrote is checked before anything connects.
+    AgentConfig cfg;
+    try {
+        cfg = agent_config(cl, *plugin);
+    } catch (const std::exception &e) {
+        std::cerr << "todd-agent: " << e.what() << "\n";
+        return exit_usage;
+    }
+
+    std::unique_ptr<Agent> agent;
+    if (auto rc = start_agent(cl.sel, std::move(cfg), agent))
+        return *rc;
+    log::info(log_component, "running with transport '" + cl.sel.plugin_name +
                                  "'; SIGINT or SIGTERM stops");
     int sig = 0;
     while (sigwait(&stop_signals, &sig) != 0) {

@@ -1,17 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <todd/agent/identity.hpp>
 #include <todd/core/log.hpp>
+#include <todd/core/netif.hpp>
 
 #include <openssl/rand.h>
 
-#include <arpa/inet.h>
-#include <cerrno>
-#include <cstring>
 #include <filesystem>
 #include <fstream>
-#include <ifaddrs.h>
-#include <netinet/in.h>
-#include <sstream>
 #include <stdexcept>
 #include <unistd.h>
 
@@ -86,43 +81,21 @@ std::string load_or_create_uuid(const std::string &state_dir)
     return uuid;
 }
 
-std::optional<std::string> interface_ipv4(const std::string &ifname)
+namespace {
+
+/** An address lookup; one that fails (logged) falls back as one that finds
+ *  nothing does. */
+template <class Lookup> std::optional<std::string> look_up(Lookup lookup)
 {
-    ifaddrs *list = nullptr;
-    if (::getifaddrs(&list) != 0)
+    try {
+        return lookup();
+    } catch (const std::exception &e) {
+        log::warn(log_component, e.what());
         return std::nullopt;
-    std::optional<std::string> out;
-    for (ifaddrs *a = list; a != nullptr; a = a->ifa_next) {
-        if (a->ifa_addr == nullptr || a->ifa_addr->sa_family != AF_INET ||
-            ifname != a->ifa_name)
-            continue;
-        char buf[INET_ADDRSTRLEN];
-        auto *sin = reinterpret_cast<sockaddr_in *>(a->ifa_addr);
-        if (::inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf)) {
-            out = buf;
-            break;
-        }
     }
-    ::freeifaddrs(list);
-    return out;
 }
 
-std::optional<std::string> default_route_interface()
-{
-    std::ifstream in("/proc/net/route");
-    std::string line;
-    std::getline(in, line); // header
-    while (std::getline(in, line)) {
-        std::istringstream ls(line);
-        std::string iface, dest, gw, flags, refcnt, use, metric, mask;
-        if (!(ls >> iface >> dest >> gw >> flags >> refcnt >> use >> metric >>
-              mask))
-            continue;
-        if (dest == "00000000" && mask == "00000000")
-            return iface;
-    }
-    return std::nullopt;
-}
+} // namespace
 
 std::string derive_default_addr(const std::string &ip_override,
                                 const std::string &default_interface)
@@ -130,14 +103,15 @@ std::string derive_default_addr(const std::string &ip_override,
     if (!ip_override.empty())
         return ip_override;
     if (!default_interface.empty()) {
-        if (auto a = interface_ipv4(default_interface))
+        if (auto a = look_up(
+                [&] { return core::interface_ipv4(default_interface); }))
             return *a;
         log::warn(log_component, "interface " + default_interface +
                                      " has no IPv4 address; trying the "
                                      "default-route interface");
     }
-    if (auto iface = default_route_interface()) {
-        if (auto a = interface_ipv4(*iface))
+    if (auto iface = look_up(core::default_route_interface)) {
+        if (auto a = look_up([&] { return core::interface_ipv4(*iface); }))
             return *a;
     }
     log::warn(log_component, "no IPv4 address found (set [LocalResources] "

@@ -3,6 +3,7 @@
 // JSON built from the outputs of a run's targets.
 #include <todd/agent/agent.hpp>
 #include <todd/core/json_limits.hpp>
+#include <todd/core/log.hpp>
 
 #include <stdexcept>
 
@@ -89,6 +90,54 @@ std::string encode_test_data(const std::map<std::string, std::string> &outputs)
     }
     s += '}';
     return s;
+}
+
+TargetOutputs sort_results(const msg::ExecuteTestRunTask &t,
+                           const std::vector<std::string> &targets,
+                           const std::vector<ProcessResult> &results)
+{
+    TargetOutputs o;
+    for (size_t i = 0; i < results.size(); ++i) {
+        const auto &r = results[i];
+        const std::string &target = targets[i];
+        std::string who = "target " + target + ": ";
+        if (!r.started) {
+            o.problems.push_back(who + r.describe());
+            continue;
+        }
+        if (r.timed_out) {
+            // As Go: a target killed at the limit gives no data (a server
+            // testlet such as "iperf -s" ends this way by design).
+            log::warn("agent", "test run " + t.test_uuid + " " + who +
+                                   "killed at the time limit of " +
+                                   std::to_string(t.time_limit) +
+                                   " s; no data for it");
+            continue;
+        }
+        if (r.output_truncated) {
+            o.problems.push_back(who + "output larger than the limit");
+            continue;
+        }
+        bool blank = r.out.find_first_not_of(" \t\r\n") == std::string::npos;
+        if (blank) {
+            if (r.exited_ok()) {
+                log::warn("agent", "test run " + t.test_uuid + " " + who +
+                                       "printed nothing");
+                continue;
+            }
+            o.problems.push_back(who + r.describe() + " with no output");
+            continue;
+        }
+        try {
+            o.outputs[target] = compact_testlet_output(r.out);
+            if (!r.exited_ok())
+                log::warn("agent", "test run " + t.test_uuid + " " + who +
+                                       r.describe() + "; its output is kept");
+        } catch (const std::invalid_argument &e) {
+            o.problems.push_back(who + e.what() + " (" + r.describe() + ")");
+        }
+    }
+    return o;
 }
 
 } // namespace todd::agent

@@ -1,16 +1,16 @@
 // SPDX-License-Identifier: Apache-2.0
 // The server's assets: <OptDir>/assets/{factcollectors,testlets}, their
-// SHA-256 hashes (what agents must advertise), kept current with inotify.
+// SHA-256 hashes (what agents must advertise), kept current with a
+// core::DirWatcher.
 #pragma once
 
+#include <todd/core/dir_watch.hpp>
 #include <todd/core/messages.hpp>
 
-#include <atomic>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <string_view>
-#include <thread>
 
 namespace todd::server {
 
@@ -19,11 +19,13 @@ struct AssetMap {
     bool operator==(const AssetMap &) const = default;
 };
 
-/** Lower-case hex SHA-256 of a file; throws std::runtime_error. */
-std::string sha256_file(const std::string &path);
-
-/** Hash every regular file directly under dir (missing dir = empty). */
-msg::Hashes hash_directory(const std::string &dir);
+/**
+ * File name -> core::sha256_file of every regular file directly under dir
+ * that read_asset would serve: no dotfile (editor temporaries, partial
+ * copies), no symlink, nothing when dir itself is a symlink. A missing dir
+ * gives {}; what cannot be hashed is logged and left out.
+ */
+msg::Hashes asset_hashes(const std::string &dir);
 
 /** What GET <target> on the asset server answers. */
 struct AssetReply {
@@ -48,7 +50,9 @@ class AssetWatcher {
     AssetWatcher(std::string root, std::function<void()> on_change);
     ~AssetWatcher();
 
-    /** Start the inotify thread (the map is scanned once first). */
+    /** Scan the map, then watch root, its parent (to see root appear)
+     *  and both type directories. Without inotify (logged) the map is
+     *  rescanned only on demand. */
     void start();
     void stop();
     /** Rescan now (on demand); returns true when the map changed. */
@@ -57,15 +61,11 @@ class AssetWatcher {
     const std::string &root() const { return root_; }
 
   private:
-    void run();
-    void add_watches();
     std::string root_;
     std::function<void()> on_change_;
     mutable std::mutex mu_;
     AssetMap map_;
-    int ifd_ = -1;
-    int stop_pipe_[2] = {-1, -1};
-    std::thread thread_;
+    core::DirWatcher watcher_;
 };
 
 } // namespace todd::server

@@ -2,7 +2,6 @@
 #include "objects.hpp"
 #include "json.hpp"
 
-#include <arpa/inet.h>
 #include <re2/re2.h>
 
 #include <algorithm>
@@ -12,66 +11,6 @@
 namespace todd::server {
 
 namespace rj = rapidjson;
-
-std::optional<Cidr> Cidr::parse(const std::string &text)
-{
-    auto slash = text.find('/');
-    if (slash == std::string::npos || slash + 1 >= text.size())
-        return std::nullopt;
-    std::string ip = text.substr(0, slash), bits = text.substr(slash + 1);
-    for (char c : bits)
-        if (c < '0' || c > '9')
-            return std::nullopt;
-    if (bits.size() > 3)
-        return std::nullopt;
-    Cidr c;
-    c.prefix = std::stoi(bits);
-    if (inet_pton(AF_INET, ip.c_str(), c.addr.data()) == 1) {
-        if (c.prefix > 32)
-            return std::nullopt;
-    } else if (inet_pton(AF_INET6, ip.c_str(), c.addr.data()) == 1) {
-        c.v6 = true;
-        if (c.prefix > 128)
-            return std::nullopt;
-    } else {
-        return std::nullopt;
-    }
-    return c;
-}
-
-bool Cidr::contains(const std::string &address) const
-{
-    std::string a = address.substr(0, address.find('%'));
-    std::array<unsigned char, 16> ip{};
-    const unsigned char *bytes = nullptr;
-    if (!v6) {
-        if (inet_pton(AF_INET, a.c_str(), ip.data()) == 1) {
-            bytes = ip.data();
-        } else if (inet_pton(AF_INET6, a.c_str(), ip.data()) == 1) {
-            // IPv4-mapped IPv6 addresses count as IPv4, as in Go.
-            static const unsigned char mapped[12] = {0, 0, 0, 0, 0,    0,
-                                                     0, 0, 0, 0, 0xff, 0xff};
-            if (std::memcmp(ip.data(), mapped, 12) != 0)
-                return false;
-            bytes = ip.data() + 12;
-        } else {
-            return false;
-        }
-    } else {
-        if (inet_pton(AF_INET6, a.c_str(), ip.data()) != 1)
-            return false;
-        bytes = ip.data();
-    }
-    int full = prefix / 8, rest = prefix % 8;
-    if (std::memcmp(bytes, addr.data(), static_cast<size_t>(full)) != 0)
-        return false;
-    if (rest) {
-        unsigned char mask = static_cast<unsigned char>(0xff << (8 - rest));
-        if ((bytes[full] & mask) != (addr[static_cast<size_t>(full)] & mask))
-            return false;
-    }
-    return true;
-}
 
 bool MatchStatement::matches(const msg::Facts &facts) const
 {
@@ -202,10 +141,11 @@ MatchStatement compile(const std::map<std::string, std::string> &m,
         st.hostname = std::move(re);
     }
     if (auto it = m.find("within_subnet"); it != m.end()) {
-        st.subnet = Cidr::parse(it->second);
-        if (!st.subnet)
-            throw ObjectError(where + ".within_subnet: invalid CIDR \"" +
-                              it->second + "\"");
+        try {
+            st.subnet = core::Cidr::parse(it->second);
+        } catch (const std::invalid_argument &e) {
+            throw ObjectError(where + ".within_subnet: " + e.what());
+        }
     }
     return st;
 }

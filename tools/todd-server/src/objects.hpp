@@ -3,9 +3,9 @@
 // server stores, and group matching (hostname regex, within_subnet CIDR).
 #pragma once
 
+#include <todd/core/cidr.hpp>
 #include <todd/core/messages.hpp>
 
-#include <array>
 #include <map>
 #include <memory>
 #include <optional>
@@ -38,22 +38,11 @@ class ObjectError : public std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-/** An IPv4 or IPv6 network. */
-struct Cidr {
-    bool v6 = false;
-    std::array<unsigned char, 16> addr{};
-    int prefix = 0;
-    /** Parse "a.b.c.d/n" or "x::y/n"; nullopt when invalid. */
-    static std::optional<Cidr> parse(const std::string &text);
-    /** True when the address text (IPv4, IPv6, optional %zone) is inside. */
-    bool contains(const std::string &address) const;
-};
-
 /** One match statement of a group. hostname is RE2, i.e. Go's regexp
  *  syntax (what the Go ToDD uses), matched in linear time. */
 struct MatchStatement {
     std::shared_ptr<const re2::RE2> hostname;
-    std::optional<Cidr> subnet;
+    std::optional<core::Cidr> subnet;
     bool matches(const msg::Facts &facts) const;
 };
 

@@ -3,9 +3,7 @@
 // are additions in the same sections (docs/server.md).
 #include <todd/server/server.hpp>
 
-#include <arpa/inet.h>
-#include <ifaddrs.h>
-#include <netinet/in.h>
+#include <todd/core/netif.hpp>
 
 #include <climits>
 #include <cmath>
@@ -21,11 +19,7 @@ namespace {
 std::string where(const core::IniFile &ini, const std::string &sec,
                   const std::string &key)
 {
-    int line = 0;
-    if (auto s = ini.lines.find(sec); s != ini.lines.end())
-        if (auto k = s->second.find(key); k != s->second.end())
-            line = k->second;
-    return ini.path + ":" + std::to_string(line) + ": [" + sec + "] " + key;
+    return ini.where(sec, key) + ": [" + sec + "] " + key;
 }
 
 uint16_t port_value(const core::IniFile &ini, const std::string &sec,
@@ -89,27 +83,6 @@ milliseconds ms(double s)
 
 } // namespace
 
-std::string interface_ipv4(const std::string &ifname)
-{
-    ifaddrs *list = nullptr;
-    if (getifaddrs(&list) != 0)
-        return {};
-    std::string out;
-    for (ifaddrs *i = list; i; i = i->ifa_next) {
-        if (!i->ifa_addr || i->ifa_addr->sa_family != AF_INET ||
-            ifname != i->ifa_name)
-            continue;
-        char buf[INET_ADDRSTRLEN];
-        auto *sin = reinterpret_cast<sockaddr_in *>(i->ifa_addr);
-        if (inet_ntop(AF_INET, &sin->sin_addr, buf, sizeof buf)) {
-            out = buf;
-            break;
-        }
-    }
-    freeifaddrs(list);
-    return out;
-}
-
 ServerConfig load_server_config(const core::IniFile &ini,
                                 std::vector<std::string> *notes)
 {
@@ -134,14 +107,9 @@ ServerConfig load_server_config(const core::IniFile &ini,
             continue;
         }
         auto k = known.find(sec);
-        if (k == known.end()) {
-            int line = 0;
-            if (auto s = ini.lines.find(sec);
-                s != ini.lines.end() && !s->second.empty())
-                line = s->second.begin()->second;
-            throw ConfigError(ini.path + ":" + std::to_string(line) +
-                              ": unknown section [" + sec + "]");
-        }
+        if (k == known.end())
+            throw ConfigError(ini.where(sec) + ": unknown section [" + sec +
+                              "]");
         for (const auto &kv : keys)
             if (!k->second.count(kv.first))
                 throw ConfigError(where(ini, sec, kv.first) +
@@ -191,11 +159,17 @@ ServerConfig load_server_config(const core::IniFile &ini,
     if (!override_addr.empty()) {
         c.advertised_addr = override_addr;
     } else if (!ifname.empty()) {
-        c.advertised_addr = interface_ipv4(ifname);
+        std::string why = " has no IPv4 address";
+        try {
+            c.advertised_addr = core::interface_ipv4(ifname).value_or("");
+        } catch (const std::exception &e) {
+            why = ": " + std::string(e.what());
+        }
         if (c.advertised_addr.empty() && notes)
             notes->push_back("[LocalResources] DefaultInterface " + ifname +
-                             " has no IPv4 address; asset URLs fall back to "
-                             "the assets listen address");
+                             why +
+                             "; asset URLs fall back to the assets listen "
+                             "address");
     }
     return c;
 }

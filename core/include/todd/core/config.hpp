@@ -38,6 +38,11 @@ struct IniFile {
     /** Value or fallback; section/key compared case-insensitively. */
     std::string get(const std::string &section, const std::string &key,
                     const std::string &fallback = {}) const;
+    /** "path:line" of a key, for error messages; "path" when the key is
+     *  not in the file. Names as stored (lower case). */
+    std::string where(const std::string &section, const std::string &key) const;
+    /** "path:line" of a section's first key; "path" when it has none. */
+    std::string where(const std::string &section) const;
 };
 
 /** Parse a file; throws ConfigError with path and line on a syntax error. */
@@ -62,6 +67,17 @@ struct CommsSelection {
      *  the Comms facade's bounds; taken out of options, not for plugins. */
     MessageLimits limits;
 };
+
+/** True when the plugin declares a configuration key named key. */
+bool declares_key(const PluginInfo &info, const std::string &key);
+
+/**
+ * The role fill-in (CommsSelection::role): set opts["role"] = role when the
+ * plugin declares a key "role", opts does not set it and role is not
+ * empty. Returns true when it set it.
+ */
+bool fill_in_role(const PluginInfo &info, Options &opts,
+                  const std::string &role);
 
 /** Add --comms, --plugin-dir, --config, --comms-opt to a description. */
 void add_comms_options(boost::program_options::options_description &desc);

@@ -104,6 +104,11 @@ class Agent {
     core::Verdict on_task(const msg::Task &task, const char *source);
     void on_install(msg::InstallTestRunTask t);
     void on_execute(msg::ExecuteTestRunTask t);
+    std::vector<ProcessResult> run_targets(const std::string &testlet_path,
+                                           const msg::TestRun &run,
+                                           int64_t time_limit);
+    std::string data_refusal(const std::string &test_uuid,
+                             const std::string &data) const;
     void on_download(msg::DownloadAssetTask t);
     void on_delete(const std::string &test_uuid);
     void on_set_group(const std::string &group);
@@ -148,6 +153,22 @@ class Agent {
     struct Watcher;
     std::unique_ptr<Watcher> watcher_;
 };
+
+/** Each target's JSON output, and why targets failed the run. */
+struct TargetOutputs {
+    std::map<std::string, std::string> outputs;
+    std::vector<std::string> problems;
+};
+
+/**
+ * Sort a run's results (results[i] is targets[i]'s) as docs/agent.md says
+ * a testlet's outcome counts: a JSON object is kept (a non-zero exit
+ * logged); a kill at the time limit or an empty output after exit 0 gives
+ * no data (logged); anything else is a problem that fails the run.
+ */
+TargetOutputs sort_results(const msg::ExecuteTestRunTask &t,
+                           const std::vector<std::string> &targets,
+                           const std::vector<ProcessResult> &results);
 
 /** Test data as ToDD sends it: {target: output} with keys sorted, each
  *  output compacted as Go's json.RawMessage encoder does. */

@@ -3,16 +3,18 @@
 #pragma once
 
 #include <todd/core/config.hpp>
+#include <todd/core/exit_codes.hpp>
 
 #include <string>
 
 namespace todd::agent {
 
-/** Exit codes of todd-agent. */
-inline constexpr int exit_ok = 0; // stopped by SIGINT/SIGTERM, or --help
-inline constexpr int exit_failure =
-    1; // runtime failure (state dir, plugin start)
-inline constexpr int exit_usage = 2; // bad option, config file or plugin key
+/** Exit codes of todd-agent (docs/agent.md): 0 stopped by SIGINT/SIGTERM
+ *  or --help; 1 runtime failure (state dir, plugin start); 2 bad option,
+ *  config file or plugin key. */
+using core::exit_failure;
+using core::exit_ok;
+using core::exit_usage;
 
 /**
  * Check a ToDD config file for todd-agent: sections and keys of ToDD's

@@ -2,7 +2,6 @@
 // Agent identity (a persistent 64-hex UUID) and its default address.
 #pragma once
 
-#include <optional>
 #include <string>
 
 namespace todd::agent {
@@ -21,16 +20,10 @@ bool valid_uuid(const std::string &s);
  */
 std::string load_or_create_uuid(const std::string &state_dir);
 
-/** First IPv4 address of an interface (getifaddrs), if any. */
-std::optional<std::string> interface_ipv4(const std::string &ifname);
-
-/** The interface of the IPv4 default route (/proc/net/route), if any. */
-std::optional<std::string> default_route_interface();
-
 /**
  * DefaultAddr: ip_override verbatim when set; else the first IPv4 of
- * default_interface; else that of the default-route interface; else
- * 127.0.0.1. Each fallback is logged as a warning.
+ * default_interface; else that of the default-route interface (both from
+ * core/netif.hpp); else 127.0.0.1. Each fallback is logged as a warning.
  */
 std::string derive_default_addr(const std::string &ip_override,
                                 const std::string &default_interface);

@@ -83,9 +83,6 @@ struct ServerConfig {
 ServerConfig load_server_config(const core::IniFile &ini,
                                 std::vector<std::string> *notes = nullptr);
 
-/** First IPv4 address of a network interface, "" if none. */
-std::string interface_ipv4(const std::string &ifname);
-
 /** Hooks for tests and benchmarks; called on the server's I/O thread. */
 struct ServerObserver {
     /** An agent's group changed ("" = none), right after SetGroup is sent. */
