@@ -151,11 +151,17 @@ inline void scenario_ping_run(AgentHarness &h)
                    [&](const std::string &p) { return p == *data; }) >= 2;
     })) << "TestData was not re-sent";
     h.publish_task(vector_text("hand-task-deletetestdata.json"));
+    // The run is gone, so no re-send timer can find its data any more.
     ASSERT_TRUE(eventually([&] { return !h.agent->has_test_run(test); }));
     size_t sent =
         h.responses.count([&](const std::string &p) { return p == *data; });
-    // Longer than several re-send periods (400 ms cap): nothing more comes.
-    std::this_thread::sleep_for(1500ms);
+    // A later task's answer comes after any re-send already on its way (one
+    // control thread, one response queue): once it is in, the count is final.
+    h.publish_task(
+        vector_text("hand-task-installtestrun-missing-testlet.json"));
+    ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
+        return is_status(p, h.uuid(), "hand-test-0002", "fail");
+    })) << "no answer to the task sent after DeleteTestData";
     EXPECT_EQ(
         h.responses.count([&](const std::string &p) { return p == *data; }),
         sent)
