@@ -12,6 +12,8 @@
 
 #include "../common/inbox.hpp"
 #include "../common/log_capture.hpp"
+#include "files.hpp"
+#include "temp_dir.hpp"
 #include "todd_build_config.h"
 
 #include <gtest/gtest.h>
@@ -34,46 +36,12 @@ namespace todd::test {
 using namespace std::chrono_literals;
 namespace fs = std::filesystem;
 
-inline std::string read_file(const std::string &path)
-{
-    std::ifstream in(path, std::ios::binary);
-    std::stringstream ss;
-    ss << in.rdbuf();
-    return ss.str();
-}
-
 inline std::string vector_text(const std::string &name)
 {
     std::string s = read_file(std::string(TODD_VECTORS_DIR) + "/" + name);
     while (!s.empty() && (s.back() == '\n' || s.back() == '\r'))
         s.pop_back();
     return s;
-}
-
-inline void write_file(const std::string &path, const std::string &text,
-                       fs::perms mode = fs::perms(0755))
-{
-    fs::create_directories(fs::path(path).parent_path());
-    std::string tmp = path + ".writing";
-    {
-        std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-        out << text;
-    }
-    fs::permissions(tmp, mode);
-    fs::rename(tmp, path);
-}
-
-/** Wait for a condition with a generous bound; polls every 10 ms. */
-inline bool eventually(const std::function<bool()> &cond,
-                       std::chrono::milliseconds limit = 30s)
-{
-    auto end = std::chrono::steady_clock::now() + limit;
-    while (std::chrono::steady_clock::now() < end) {
-        if (cond())
-            return true;
-        std::this_thread::sleep_for(10ms);
-    }
-    return cond();
 }
 
 /** A response's fields, or nullopt when it does not decode. */
@@ -123,28 +91,6 @@ inline std::string vector_agent_uuid(const std::string &raw)
     auto r = msg::decode_response(raw);
     return std::visit([](const auto &x) { return x.agent_uuid; }, r);
 }
-
-/** A temporary directory removed at the end. */
-class TempDir {
-  public:
-    TempDir()
-    {
-        std::string tmpl =
-            (fs::temp_directory_path() / "todd-agent-test-XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr)
-            throw std::runtime_error("mkdtemp failed");
-        path_ = tmpl;
-    }
-    ~TempDir()
-    {
-        std::error_code ec;
-        fs::remove_all(path_, ec);
-    }
-    const std::string &path() const { return path_; }
-
-  private:
-    std::string path_;
-};
 
 /** One agent plus the test's own view of the same transport. */
 class AgentHarness {

@@ -151,15 +151,34 @@ inline void scenario_ping_run(AgentHarness &h)
                    [&](const std::string &p) { return p == *data; }) >= 2;
     })) << "TestData was not re-sent";
     h.publish_task(vector_text("hand-task-deletetestdata.json"));
+    // The run is gone, so no re-send timer can find its data any more.
     ASSERT_TRUE(eventually([&] { return !h.agent->has_test_run(test); }));
     size_t sent =
         h.responses.count([&](const std::string &p) { return p == *data; });
-    // Longer than several re-send periods (400 ms cap): nothing more comes.
-    std::this_thread::sleep_for(1500ms);
+    // A second run is the clock, not a sleep: its data is re-sent on the
+    // same schedule (100 ms doubling to the 400 ms cap), so by its fourth
+    // send more than a whole re-send period of the deleted run has passed
+    // since the delete, and anything already on its way has arrived.
+    const std::string clock = "hand-test-0003";
+    auto second = [&](const std::string &vec) {
+        return replace_all(vector_text(vec), test, clock);
+    };
+    h.publish_task(second("hand-task-installtestrun.json"));
+    ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
+        return is_status(p, h.uuid(), clock, "ready");
+    }));
+    h.publish_task(second("hand-task-executetestrun.json"));
+    ASSERT_TRUE(eventually([&] {
+        return h.responses.count([&](const std::string &p) {
+            return is_data(p, h.uuid(), clock);
+        }) >= 4;
+    })) << "the second run's data was not re-sent";
     EXPECT_EQ(
         h.responses.count([&](const std::string &p) { return p == *data; }),
         sent)
         << "TestData still re-sent after DeleteTestData";
+    h.publish_task(second("hand-task-deletetestdata.json"));
+    ASSERT_TRUE(eventually([&] { return !h.agent->has_test_run(clock); }));
     EXPECT_EQ(h.responses.count([&](const std::string &p) {
         return is_status(p, h.uuid(), test, "fail");
     }),

@@ -40,10 +40,11 @@ std::string print_nested(size_t n)
 void run_testlet(AgentHarness &h, const std::string &id,
                  const std::string &body)
 {
-    write_file(h.agent->config().opt_dir + "/assets/testlets/" + id,
-               "#!/bin/sh\n"
-               "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n" +
-                   body);
+    write_executable(
+        h.agent->config().opt_dir + "/assets/testlets/" + id,
+        "#!/bin/sh\n"
+        "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n" +
+            body);
     h.publish_task(install(id, id));
     ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
         return is_status(p, h.uuid(), id, "ready");
@@ -83,11 +84,11 @@ TEST(AgentHostile, DeepFactCollectorOutputIsSkipped)
 {
     LogCapture logs;
     AgentHarness h(loopback);
-    write_file(h.agent->config().opt_dir + "/assets/factcollectors/deep",
-               "#!/bin/sh\nprintf '{\"Deep\":'; " + print_nested(500000) +
-                   "printf '}'\n");
-    write_file(h.agent->config().opt_dir + "/assets/factcollectors/fine",
-               "#!/bin/sh\necho '{\"Fine\":[\"yes\"]}'\n");
+    write_executable(h.agent->config().opt_dir + "/assets/factcollectors/deep",
+                     "#!/bin/sh\nprintf '{\"Deep\":'; " + print_nested(500000) +
+                         "printf '}'\n");
+    write_executable(h.agent->config().opt_dir + "/assets/factcollectors/fine",
+                     "#!/bin/sh\necho '{\"Fine\":[\"yes\"]}'\n");
     auto a = h.wait_advert([](const msg::AgentAdvert &a) {
         return a.facts && a.facts->count("Fine");
     });
@@ -107,10 +108,10 @@ TEST(AgentHostile, KeptTestRunsAndTheirDataAreBounded)
         "echo '{\"v\":\"" + std::string(80, 'x') + "\"}'\n";
     // Three installs, never executed: the oldest idle one makes room.
     for (const char *id : {"a", "b", "c"}) {
-        write_file(h.agent->config().opt_dir + "/assets/testlets/" + id,
-                   "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode "
-                   "PASSED'; exit 0; }\n" +
-                       print);
+        write_executable(h.agent->config().opt_dir + "/assets/testlets/" + id,
+                         "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode "
+                         "PASSED'; exit 0; }\n" +
+                             print);
         h.publish_task(install(id, id));
         ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
             return is_status(p, h.uuid(), id, "ready");
@@ -160,17 +161,18 @@ TEST(AgentHostile, TargetsAreBoundedInCountAndInProcessesAtOnce)
     ASSERT_EQ(::mkdir(runs.c_str(), 0700), 0);
     // Each target marks itself running, records how many are, and lingers a
     // little so that unbounded starts would overlap.
-    write_file(h.agent->config().opt_dir + "/assets/testlets/many",
-               "#!/bin/sh\n"
-               "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
-               "d=" +
-                   runs +
-                   "\n"
-                   "touch \"$d/$$\"\n"
-                   "ls \"$d\" | grep -vc seen >> \"$d/seen\"\n"
-                   "sleep 0.05\n"
-                   "rm -f \"$d/$$\"\n"
-                   "echo '{\"ok\":1}'\n");
+    write_executable(
+        h.agent->config().opt_dir + "/assets/testlets/many",
+        "#!/bin/sh\n"
+        "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
+        "d=" +
+            runs +
+            "\n"
+            "touch \"$d/$$\"\n"
+            "ls \"$d\" | grep -vc seen >> \"$d/seen\"\n"
+            "sleep 0.05\n"
+            "rm -f \"$d/$$\"\n"
+            "echo '{\"ok\":1}'\n");
 
     h.publish_task(install_targets("many", 41));
     ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {

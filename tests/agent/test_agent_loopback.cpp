@@ -116,14 +116,15 @@ TEST(AgentLoopback, HangingTestletKilledAtTimeLimit)
 {
     AgentHarness h(loopback);
     std::string pidfile = h.dir.path() + "/hang.pid";
-    write_file(h.agent->config().opt_dir + "/assets/testlets/hang",
-               "#!/bin/sh\n"
-               "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
-               "sleep 600 &\n"
-               "echo $! > " +
-                   pidfile +
-                   "\n"
-                   "wait\n");
+    write_executable(
+        h.agent->config().opt_dir + "/assets/testlets/hang",
+        "#!/bin/sh\n"
+        "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
+        "sleep 600 &\n"
+        "echo $! > " +
+            pidfile +
+            "\n"
+            "wait\n");
     h.publish_task(install("hang-1", "hang", {"127.0.0.1"}));
     ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
         return is_status(p, h.uuid(), "hang-1", "ready");
@@ -146,10 +147,11 @@ TEST(AgentLoopback, GarbageTestletFails)
 {
     LogCapture logs;
     AgentHarness h(loopback);
-    write_file(h.agent->config().opt_dir + "/assets/testlets/garbage",
-               "#!/bin/sh\n"
-               "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
-               "echo 'this is not json'\n");
+    write_executable(
+        h.agent->config().opt_dir + "/assets/testlets/garbage",
+        "#!/bin/sh\n"
+        "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
+        "echo 'this is not json'\n");
     h.publish_task(install("garbage-1", "garbage", {"127.0.0.1", "127.0.0.2"}));
     ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
         return is_status(p, h.uuid(), "garbage-1", "ready");
@@ -170,11 +172,12 @@ TEST(AgentLoopback, CrashingAndFailingCheckTestlets)
     LogCapture logs;
     AgentHarness h(loopback);
     const std::string dir = h.agent->config().opt_dir + "/assets/testlets/";
-    write_file(dir + "crash",
-               "#!/bin/sh\n"
-               "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
-               "kill -SEGV $$\n");
-    write_file(dir + "nocheck", "#!/bin/sh\necho 'something else'\n");
+    write_executable(
+        dir + "crash",
+        "#!/bin/sh\n"
+        "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
+        "kill -SEGV $$\n");
+    write_executable(dir + "nocheck", "#!/bin/sh\necho 'something else'\n");
     h.publish_task(install("crash-1", "crash", {"127.0.0.1"}));
     h.publish_task(install("nocheck-1", "nocheck", {"127.0.0.1"}));
     ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
@@ -199,13 +202,14 @@ TEST(AgentLoopback, RunsDoNotWaitForEachOtherAndStopKillsTestlets)
 {
     AgentHarness h(loopback);
     std::string pidfile = h.dir.path() + "/slow.pid";
-    write_file(h.agent->config().opt_dir + "/assets/testlets/slow",
-               "#!/bin/sh\n"
-               "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
-               "echo $$ > " +
-                   pidfile +
-                   "\n"
-                   "exec sleep 600\n");
+    write_executable(
+        h.agent->config().opt_dir + "/assets/testlets/slow",
+        "#!/bin/sh\n"
+        "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
+        "echo $$ > " +
+            pidfile +
+            "\n"
+            "exec sleep 600\n");
     h.publish_task(install("slow-1", "slow", {"127.0.0.1"}));
     ASSERT_TRUE(h.responses.wait_for([&](const std::string &p) {
         return is_status(p, h.uuid(), "slow-1", "ready");
@@ -274,7 +278,9 @@ TEST(AgentLoopback, AdvertReflectsTestletDroppedIntoAssetDir)
     ASSERT_TRUE(h.wait_advert(
         [](const msg::AgentAdvert &a) { return a.testlets.empty(); }));
     std::string path = h.agent->config().opt_dir + "/assets/testlets/dropped";
-    write_file(path, "#!/bin/sh\necho dropped\n");
+    write_executable(path, "#!/bin/sh
+echo dropped
+");
     std::string hash = core::sha256_file(path);
     auto a = h.wait_advert([&](const msg::AgentAdvert &ad) {
         auto it = ad.testlets.find("dropped");

@@ -6,6 +6,8 @@
 
 #include <todd/agent/download.hpp>
 
+#include "temp_dir.hpp"
+
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -15,9 +17,8 @@ namespace fs = std::filesystem;
 
 TEST(DownloadNames, OnlyPlainFileNamesAreWritten)
 {
-    char tmpl[] = "/tmp/todd-download-names-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    fs::path dir = tmpl;
+    todd::test::TempDir tmp("todd-download-names");
+    fs::path dir = tmp.path();
     todd::test::HttpServer srv(
         std::map<std::string, std::string>{{"/testlets/ok", "#!/bin/sh\n"},
                                            {"/testlets/.hidden", "x"},
@@ -49,5 +50,4 @@ TEST(DownloadNames, OnlyPlainFileNamesAreWritten)
         if (!e.is_directory())
             files.push_back(fs::relative(e.path(), dir).string());
     EXPECT_EQ(files, std::vector<std::string>{"assets/testlets/ok"});
-    fs::remove_all(dir);
 }

@@ -5,11 +5,11 @@
 // arguments still measure a local HTTP server and 127.0.0.1.
 #include "http_server.hpp"
 
-#include <gtest/gtest.h>
+#include "files.hpp"
+#include "process.hpp"
+#include "temp_dir.hpp"
 
-#include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
+#include <gtest/gtest.h>
 
 #include <chrono>
 #include <cstring>
@@ -18,8 +18,6 @@
 #include <map>
 #include <sstream>
 #include <vector>
-
-extern char **environ;
 
 namespace fs = std::filesystem;
 
@@ -30,24 +28,9 @@ struct Outcome {
     std::string out, err;
 };
 
-std::string slurp(const fs::path &p)
-{
-    std::ifstream f(p, std::ios::binary);
-    std::ostringstream ss;
-    ss << f.rdbuf();
-    return ss.str();
-}
-
 class Testlets : public ::testing::Test {
   protected:
-    void SetUp() override
-    {
-        char tmpl[] = "/tmp/todd-testlets-XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        dir_ = tmpl;
-        fs::create_directories(dir_ / "cwd");
-    }
-    void TearDown() override { fs::remove_all(dir_); }
+    void SetUp() override { fs::create_directories(dir_ / "cwd"); }
 
     /** argv [testlet, target, args] as the agent runs it, cwd dir_/cwd,
      *  HOME dir_ (so a ~/.curlrc there would be read). */
@@ -57,39 +40,18 @@ class Testlets : public ::testing::Test {
         std::string path = std::string(TODD_SHARE_DIR) + "/testlets/" + testlet;
         std::string out = (dir_ / "out").string(),
                     err = (dir_ / "err").string();
-        posix_spawn_file_actions_t fa;
-        posix_spawn_file_actions_init(&fa);
-        posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-        posix_spawn_file_actions_addopen(&fa, 1, out.c_str(),
-                                         O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        posix_spawn_file_actions_addopen(&fa, 2, err.c_str(),
-                                         O_WRONLY | O_CREAT | O_TRUNC, 0644);
         std::string cwd = (dir_ / "cwd").string();
         std::string script = "cd \"$0\" && exec /bin/sh \"$@\"";
-        std::vector<std::string> argv = {"/bin/sh", "-c",   script, cwd,
-                                         path,      target, args};
-        std::vector<char *> a;
-        for (auto &s : argv)
-            a.push_back(s.data());
-        a.push_back(nullptr);
-        std::string home = "HOME=" + dir_.string();
-        std::vector<char *> env;
-        for (char **e = environ; *e; ++e)
-            if (std::strncmp(*e, "HOME=", 5) != 0)
-                env.push_back(*e);
-        env.push_back(home.data());
-        env.push_back(nullptr);
-        pid_t pid = -1;
+        todd::test::Process p(
+            {"/bin/sh", "-c", script, cwd, path, target, args},
+            todd::test::SpawnOptions{
+                {"HOME=" + dir_.string()}, "/dev/null", out, err});
         Outcome r;
-        if (posix_spawn(&pid, "/bin/sh", &fa, nullptr, a.data(), env.data()) !=
-            0)
-            return r;
-        posix_spawn_file_actions_destroy(&fa);
-        int st = 0;
-        waitpid(pid, &st, 0);
-        r.status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        r.out = slurp(out);
-        r.err = slurp(err);
+        auto st = p.wait(std::chrono::seconds(60));
+        EXPECT_FALSE(st.running()) << testlet << " still running after 60 s";
+        r.status = st.code();
+        r.out = todd::test::read_file(out);
+        r.err = todd::test::read_file(err);
         return r;
     }
 
@@ -105,7 +67,8 @@ class Testlets : public ::testing::Test {
         }
     }
 
-    fs::path dir_;
+    todd::test::TempDir tmp_{"todd-testlets"};
+    fs::path dir_ = tmp_.path();
 };
 
 TEST_F(Testlets, HttpRefusesOptionsThatTouchFilesAndOtherSchemes)

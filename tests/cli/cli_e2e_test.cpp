@@ -5,17 +5,18 @@
 // Agents start without testlets or fact collectors and download them from
 // the server (DownloadAsset), then run ToDD's ping testlet against
 // 127.0.0.1.
-#include "child.hpp"
+#include "files.hpp"
+#include "ports.hpp"
+#include "process.hpp"
+#include "temp_dir.hpp"
 
 #ifdef TODD_CLI_E2E_RABBITMQ
 #include <rabbitmq_broker.hpp>
 #endif
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
-#include <sys/socket.h>
-
+#include <csignal>
 #include <filesystem>
+#include <memory>
 #include <set>
 
 #include <gtest/gtest.h>
@@ -23,7 +24,11 @@
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using namespace todd::cli::test;
+using todd::test::Process;
+using todd::test::read_file;
+using todd::test::read_file_if_exists;
+using todd::test::SpawnOptions;
+using todd::test::write_file;
 
 namespace {
 
@@ -40,35 +45,16 @@ struct Result {
     std::string out, err;
 };
 
-// A port on 127.0.0.1 that was free a moment ago (for the ZeroMQ endpoint,
-// which the agents must know before the server binds it).
-int free_port()
-{
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    sockaddr_in a{};
-    a.sin_family = AF_INET;
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    bind(fd, reinterpret_cast<sockaddr *>(&a), sizeof a);
-    socklen_t len = sizeof a;
-    getsockname(fd, reinterpret_cast<sockaddr *>(&a), &len);
-    close(fd);
-    return ntohs(a.sin_port);
-}
-
-void write_file(const fs::path &p, const std::string &text, bool exec = false)
-{
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-    if (exec)
-        fs::permissions(p, fs::perms::owner_all | fs::perms::group_read |
-                               fs::perms::group_exec);
-}
+// A testlet: executable by its owner and group.
+constexpr auto exec_mode =
+    fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec;
 
 class CliEndToEnd : public ::testing::Test {
   protected:
+    static inline std::unique_ptr<todd::test::TempDir> tmp;
     static inline fs::path dir;
-    static inline pid_t server = -1;
-    static inline std::vector<pid_t> agents;
+    static inline std::unique_ptr<Process> server;
+    static inline std::vector<std::unique_ptr<Process>> agents;
     static inline std::vector<std::string> agent_uuids;
     static inline std::string api_port, stream_port;
     static inline std::vector<std::string> comms; // transport options
@@ -79,9 +65,8 @@ class CliEndToEnd : public ::testing::Test {
 
     static void SetUpTestSuite()
     {
-        char tmpl[] = "/tmp/todd-cli-e2e-XXXXXX";
-        ASSERT_NE(mkdtemp(tmpl), nullptr);
-        dir = tmpl;
+        tmp = std::make_unique<todd::test::TempDir>("todd-cli-e2e");
+        dir = tmp->path();
         // The server's assets: ToDD's ping testlet and fact collectors, and
         // "flaky", which fails on the agent started with
         // TODD_CLI_TEST_FAIL=1.
@@ -101,13 +86,13 @@ class CliEndToEnd : public ::testing::Test {
             "[ -n \"${TODD_CLI_TEST_FAIL:-}\" ] && { echo broken >&2; "
             "exit 3; }\n"
             "echo '{\"answer\":42}'\n",
-            true);
+            exec_mode);
         write_file(
             assets / "testlets" / "slow",
             "#!/bin/sh\n"
             "[ \"$1\" = check ] && { echo 'Check mode PASSED'; exit 0; }\n"
             "sleep 1\necho '{\"slept_s\":1}'\n",
-            true);
+            exec_mode);
         fs::create_directories(dir / "empty");
         write_file(dir / "server.cfg", "[API]\nHost = 127.0.0.1\nPort = 0\n"
                                        "StreamPort = 0\n"
@@ -126,20 +111,23 @@ class CliEndToEnd : public ::testing::Test {
                  "--comms-opt",  "host=" + broker->host(),
                  "--comms-opt",  "port=" + std::to_string(broker->port())};
 #else
-        comms = {"--comms",
-                 "zeromq",
-                 "--plugin-dir",
-                 TODD_PLUGIN_DIR,
-                 "--comms-opt",
-                 "endpoint=tcp://127.0.0.1:" + std::to_string(free_port())};
+        // An ipc:// endpoint: the agents must know it before the server
+        // binds it, and a TCP port cannot be held for the server meanwhile.
+        comms = {
+            "--comms",      "zeromq",
+            "--plugin-dir", TODD_PLUGIN_DIR,
+            "--comms-opt",  "endpoint=ipc://" + (dir / "zmq.sock").string()};
 #endif
         fs::path server_err = dir / "server.err";
         std::vector<std::string> argv = {TODD_SERVER_EXE, "--config",
                                          (dir / "server.cfg").string(), "--db",
                                          (dir / "server.db").string()};
         argv.insert(argv.end(), comms.begin(), comms.end());
-        server = spawn(argv, "/dev/null", (dir / "server.out").string(),
-                       server_err.string());
+        server = std::make_unique<Process>(
+            argv, SpawnOptions{{},
+                               "/dev/null",
+                               (dir / "server.out").string(),
+                               server_err.string()});
         // The server logs the ports it bound:
         // "Serving ToDD Server API at: 127.0.0.1:P (status stream S, ...".
         // (No std::regex: GCC 12 -O2 with ASan warns inside <regex>.)
@@ -155,7 +143,7 @@ class CliEndToEnd : public ::testing::Test {
         auto deadline = std::chrono::steady_clock::now() + 20s;
         std::string log;
         while (std::chrono::steady_clock::now() < deadline) {
-            log = slurp(server_err);
+            log = read_file_if_exists(server_err);
             auto a = log.find(api_mark);
             if (a != std::string::npos) {
                 api_port = number_after(log, a + api_mark.size());
@@ -164,8 +152,8 @@ class CliEndToEnd : public ::testing::Test {
                     stream_port = number_after(log, s + stream_mark.size());
                 break;
             }
-            ASSERT_EQ(wait_for(server, 0ms), -1) << "todd-server exited:\n"
-                                                 << log;
+            ASSERT_TRUE(server->poll().running()) << "todd-server exited:\n"
+                                                  << log;
             std::this_thread::sleep_for(20ms);
         }
         ASSERT_FALSE(api_port.empty() || stream_port.empty())
@@ -181,7 +169,7 @@ class CliEndToEnd : public ::testing::Test {
         }
     }
 
-    static pid_t start_agent(int i, const std::string &env)
+    static Process &start_agent(int i, const std::string &env)
     {
         fs::path a = dir / ("agent" + std::to_string(i));
         fs::create_directories(a / "state");
@@ -202,9 +190,10 @@ class CliEndToEnd : public ::testing::Test {
                                          "--advert-interval",
                                          "0.2"};
         argv.insert(argv.end(), comms.begin(), comms.end());
-        agents.push_back(spawn(argv, "/dev/null", (a / "out").string(),
-                               (a / "err").string(), envs));
-        return agents.back();
+        agents.push_back(std::make_unique<Process>(
+            argv, SpawnOptions{envs, "/dev/null", (a / "out").string(),
+                               (a / "err").string()}));
+        return *agents.back();
     }
 
     // The agent's identity (written by the agent at start), "" if none
@@ -213,32 +202,33 @@ class CliEndToEnd : public ::testing::Test {
     {
         fs::path f =
             dir / ("agent" + std::to_string(i)) / "state" / "agent-uuid";
-        auto deadline = std::chrono::steady_clock::now() + 20s;
         std::string id;
-        while (std::chrono::steady_clock::now() < deadline) {
-            id = slurp(f);
-            while (!id.empty() &&
-                   std::isspace(static_cast<unsigned char>(id.back())))
-                id.pop_back();
-            if (id.size() == 64)
-                return id;
-            std::this_thread::sleep_for(20ms);
-        }
-        return {};
+        todd::test::eventually(
+            [&] {
+                id = todd::test::read_trimmed(f);
+                return id.size() == 64;
+            },
+            20s);
+        return id.size() == 64 ? id : std::string();
     }
 
     static void TearDownTestSuite()
     {
-        for (pid_t p : agents)
-            stop(p);
-        stop(server);
+        for (auto &p : agents)
+            p->stop();
+        agents.clear();
+        if (server)
+            server->stop();
+        server.reset();
 #ifdef TODD_CLI_E2E_RABBITMQ
         broker.reset();
 #endif
-        if (!dir.empty() && !getenv("TODD_CLI_KEEP"))
-            fs::remove_all(dir);
-        else if (!dir.empty())
-            std::cerr << "logs kept in " << dir << "\n";
+        if (!dir.empty() && getenv("TODD_CLI_KEEP")) {
+            fs::path kept = dir.string() + "-kept";
+            fs::rename(dir, kept);
+            std::cerr << "logs kept in " << kept << "\n";
+        }
+        tmp.reset();
     }
 
     // Runs the real todd binary against the server.
@@ -254,13 +244,11 @@ class CliEndToEnd : public ::testing::Test {
                                      "--stream-port", stream_port});
         }
         argv.insert(argv.end(), args.begin(), args.end());
-        pid_t pid = spawn(argv, base + ".in", base + ".out", base + ".err");
-        int code = wait_for(pid, 90s);
-        if (code == -1) {
-            kill(pid, SIGKILL);
-            wait_for(pid, 10s);
-        }
-        return {code, slurp(base + ".out"), slurp(base + ".err")};
+        Process p(argv,
+                  SpawnOptions{{}, base + ".in", base + ".out", base + ".err"});
+        int code = p.wait(90s).code();
+        p.kill_now();
+        return {code, read_file(base + ".out"), read_file(base + ".err")};
     }
 
     // Repeats `todd args` until @p pred holds on its output (bounded).
@@ -357,7 +345,8 @@ TEST_F(CliEndToEnd, PingRunFromThreeAgentsAsJson)
 {
     ensure_group();
     // From stdin this time, as ToDD's scripts do (cat x.yml | todd create).
-    auto r = todd({"create"}, slurp(TODD_CLI_TEST_DATA "/testrun-ping-lo.yml"));
+    auto r =
+        todd({"create"}, read_file(TODD_CLI_TEST_DATA "/testrun-ping-lo.yml"));
     ASSERT_EQ(r.code, 0) << r.err;
     ASSERT_EQ(r.out, "[OK]\n");
 
@@ -429,7 +418,8 @@ TEST_F(CliEndToEnd, FailedAgentIsReportedAndRunCompletes)
 
 TEST_F(CliEndToEnd, DeleteObjects)
 {
-    auto r = todd({"create"}, slurp(TODD_CLI_TEST_DATA "/testrun-iperf.yml"));
+    auto r =
+        todd({"create"}, read_file(TODD_CLI_TEST_DATA "/testrun-iperf.yml"));
     ASSERT_EQ(r.code, 0) << r.err;
     r = todd({"objects", "testrun"});
     ASSERT_EQ(r.code, 0) << r.err;
@@ -473,7 +463,10 @@ TEST_F(CliEndToEnd, UnknownTestrunIsAnError)
 
 TEST_F(CliEndToEnd, UnreachableServer)
 {
-    std::string port = std::to_string(free_port());
+    // Bound, never listening: connects are refused and no one else can
+    // take the port meanwhile.
+    auto dead = todd::test::DeadPort::refusing();
+    std::string port = dead.port_str();
     auto r = todd({"-H", "127.0.0.1", "-P", port, "groups"}, "", false);
     EXPECT_EQ(r.code, 1);
     EXPECT_EQ(r.err, "ERROR: cannot reach ToDD server at 127.0.0.1:" + port +
@@ -494,7 +487,7 @@ TEST_F(CliEndToEnd, LocalhostTriesEveryAddress)
 TEST_F(CliEndToEnd, AgentKilledMidRunIsReportedAsFailed)
 {
     ensure_group();
-    pid_t victim = start_agent(3, "");
+    Process &victim = start_agent(3, "");
     std::string victim_id = agent_uuid(3);
     ASSERT_EQ(victim_id.size(), 64u);
     todd_until({"groups"}, [&](const std::string &out) {
@@ -510,24 +503,16 @@ TEST_F(CliEndToEnd, AgentKilledMidRunIsReportedAsFailed)
     // The run in the background; kill the victim once it is testing.
     std::string base = (dir / "killed-run").string();
     write_file(base + ".in", "");
-    pid_t cli =
-        spawn({cli_exe(), "-H", "127.0.0.1", "-P", api_port, "--stream-port",
-               stream_port, "run", "slow-run", "-y", "--timeout", "60"},
-              base + ".in", base + ".out", base + ".err");
+    Process cli({cli_exe(), "-H", "127.0.0.1", "-P", api_port, "--stream-port",
+                 stream_port, "run", "slow-run", "-y", "--timeout", "60"},
+                SpawnOptions{{}, base + ".in", base + ".out", base + ".err"});
     std::string mark = victim_id.substr(0, 12) + "=testing";
-    auto deadline = std::chrono::steady_clock::now() + 20s;
-    int code = -1;
-    while (slurp(base + ".out").find(mark) == std::string::npos &&
-           (code = wait_for(cli, 0ms)) == -1 &&
-           std::chrono::steady_clock::now() < deadline)
-        std::this_thread::sleep_for(5ms);
-    ASSERT_NE(slurp(base + ".out").find(mark), std::string::npos)
-        << slurp(base + ".out") << slurp(base + ".err");
-    kill(victim, SIGKILL);
+    ASSERT_TRUE(cli.wait_output(mark, 20s))
+        << cli.output() << cli.error_output();
+    victim.kill_now();
 
-    if (code == -1)
-        code = wait_for(cli, 60s);
-    std::string out = slurp(base + ".out"), err = slurp(base + ".err");
+    int code = cli.wait(60s).code();
+    std::string out = cli.output(), err = cli.error_output();
     ASSERT_EQ(code, 0) << out << err;
     EXPECT_NE(out.find(victim_id.substr(0, 12) + "=fail"), std::string::npos)
         << out;

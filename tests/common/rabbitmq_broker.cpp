@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "rabbitmq_broker.hpp"
 
+#include "process.hpp"
+
+#include <algorithm>
 #include <arpa/inet.h>
 #include <atomic>
 #include <cerrno>
@@ -33,9 +36,20 @@ using namespace std::chrono_literals;
 
 // The Debian package's real scripts; /usr/sbin/* are wrappers that `su` to
 // the rabbitmq user, which puts the node in a session we cannot signal.
-const char *const server_bin = "/usr/lib/rabbitmq/bin/rabbitmq-server";
+// TODD_RABBITMQ_BIN_DIR names another directory (an empty one shows what a
+// machine without RabbitMQ reports).
+std::string rabbitmq_bin(const char *name)
+{
+    const char *dir = std::getenv("TODD_RABBITMQ_BIN_DIR");
+    return std::string(dir != nullptr ? dir : "/usr/lib/rabbitmq/bin") + "/" +
+           name;
+}
+const std::string server_bin = rabbitmq_bin("rabbitmq-server");
+const std::string ctl_bin = rabbitmq_bin("rabbitmqctl");
 const char *const epmd_bin = "/usr/bin/epmd";
-const char *const ctl_bin = "/usr/lib/rabbitmq/bin/rabbitmqctl";
+// How many times a fresh node is started on newly picked ports when one of
+// them was taken meanwhile (see pick_ports()).
+constexpr int kPortAttempts = 5;
 
 struct Account {
     uid_t uid;
@@ -61,40 +75,13 @@ std::string random_suffix()
     return s.str();
 }
 
-// Environment block: the current one with overrides (NAME=value) applied.
-std::vector<std::string> make_env(const std::vector<std::string> &overrides)
-{
-    std::vector<std::string> out;
-    for (char **e = environ; *e != nullptr; ++e) {
-        std::string kv = *e;
-        std::string name = kv.substr(0, kv.find('='));
-        bool replaced = false;
-        for (const auto &o : overrides)
-            if (o.compare(0, name.size() + 1, name + "=") == 0)
-                replaced = true;
-        if (!replaced)
-            out.push_back(kv);
-    }
-    out.insert(out.end(), overrides.begin(), overrides.end());
-    return out;
-}
-
-std::vector<char *> cstrings(std::vector<std::string> &v)
-{
-    std::vector<char *> out;
-    for (auto &s : v)
-        out.push_back(s.data());
-    out.push_back(nullptr);
-    return out;
-}
-
 // fork + exec with optional privilege drop; stdout/stderr to out_fd.
 // Everything the child needs is prepared before fork (no allocation after).
 pid_t spawn(std::vector<std::string> argv, std::vector<std::string> env,
             int out_fd, bool new_session, std::optional<Account> as)
 {
-    auto cargv = cstrings(argv);
-    auto cenv = cstrings(env);
+    auto cargv = c_strings(argv);
+    auto cenv = c_strings(env);
     std::string path = argv[0];
     pid_t pid = fork();
     if (pid < 0)
@@ -131,7 +118,7 @@ RunResult run_impl(const std::vector<std::string> &argv,
     int fds[2];
     if (pipe2(fds, O_CLOEXEC) != 0)
         throw std::runtime_error(std::string("pipe: ") + strerror(errno));
-    pid_t pid = spawn(argv, make_env(extra_env), fds[1], true, as);
+    pid_t pid = spawn(argv, environment_with(extra_env), fds[1], true, as);
     close(fds[1]);
     RunResult r;
     auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -283,8 +270,8 @@ TestPki make_test_pki(const std::string &dir)
 
 std::optional<std::string> RabbitmqBroker::unavailable()
 {
-    for (const char *bin : {server_bin, ctl_bin})
-        if (access(bin, X_OK) != 0)
+    for (const std::string &bin : {server_bin, ctl_bin})
+        if (access(bin.c_str(), X_OK) != 0)
             return std::string("RabbitMQ is not installed (") + bin +
                    " missing): install the Debian package rabbitmq-server "
                    "to run the RabbitMQ tests";
@@ -309,19 +296,7 @@ RabbitmqBroker::RabbitmqBroker(Options opts) : opts_(std::move(opts))
     // rabbitmq (not root) must traverse and write it.
     chmod(dir_.c_str(), 0755);
     node_ = opts_.name_prefix + "-" + random_suffix() + "@localhost";
-    port_ = free_tcp_port();
-    dist_port_ = free_tcp_port();
-    while (dist_port_ == port_)
-        dist_port_ = free_tcp_port();
-    epmd_port_ = free_tcp_port();
-    while (epmd_port_ == port_ || epmd_port_ == dist_port_)
-        epmd_port_ = free_tcp_port();
-    if (opts_.tls) {
-        tls_port_ = free_tcp_port();
-        while (tls_port_ == port_ || tls_port_ == dist_port_ ||
-               tls_port_ == epmd_port_)
-            tls_port_ = free_tcp_port();
-    }
+    pick_ports();
     try {
         fs::create_directories(dir_ + "/home");
         fs::create_directories(dir_ + "/log");
@@ -337,8 +312,23 @@ RabbitmqBroker::RabbitmqBroker(Options opts) : opts_(std::move(opts))
         write_file(dir_ + "/rabbitmq-env.conf", "");
         write_config();
         chown_tree(dir_, as);
-        if (opts_.start)
-            start();
+        for (int attempt = 1; opts_.start; ++attempt) {
+            try {
+                start();
+                break;
+            } catch (const std::runtime_error &e) {
+                // Another process took a port between pick and start.
+                if (attempt == kPortAttempts ||
+                    std::string(e.what()).find("eaddrinuse") ==
+                        std::string::npos)
+                    throw;
+                stop();
+                stop_epmd();
+                pick_ports();
+                write_config();
+                chown_tree(dir_, as);
+            }
+        }
     } catch (...) {
         std::error_code ec;
         stop();
@@ -353,14 +343,37 @@ RabbitmqBroker::~RabbitmqBroker()
         stop();
     } catch (...) {
     }
+    stop_epmd();
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+}
+
+void RabbitmqBroker::stop_epmd() noexcept
+{
     try {
         // epmd outlives the node that started it: stop our private one.
         run_impl({epmd_bin, "-port", std::to_string(epmd_port_), "-kill"}, 10s,
                  env(), rabbitmq_account());
     } catch (...) {
     }
-    std::error_code ec;
-    fs::remove_all(dir_, ec);
+}
+
+void RabbitmqBroker::pick_ports()
+{
+    // The node must bind its ports itself (we cannot hand it a socket), so
+    // they are picked free here and the start retried if one is taken.
+    std::vector<int> taken;
+    auto pick = [&taken] {
+        int p = free_tcp_port();
+        while (std::find(taken.begin(), taken.end(), p) != taken.end())
+            p = free_tcp_port();
+        taken.push_back(p);
+        return p;
+    };
+    port_ = pick();
+    dist_port_ = pick();
+    epmd_port_ = pick();
+    tls_port_ = opts_.tls ? pick() : 0;
 }
 
 void RabbitmqBroker::write_config()
@@ -426,7 +439,8 @@ void RabbitmqBroker::start()
         open(console.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
     if (fd < 0)
         throw std::runtime_error("cannot open " + console);
-    pid_ = spawn({server_bin}, make_env(env()), fd, true, rabbitmq_account());
+    pid_ = spawn({server_bin}, environment_with(env()), fd, true,
+                 rabbitmq_account());
     close(fd);
     auto deadline = std::chrono::steady_clock::now() + opts_.start_timeout;
     for (;;) {

@@ -11,6 +11,9 @@
 //
 // Set TODD_REQUIRE_RABBITMQ=1 (CI does) to turn a missing rabbitmq-server
 // into a failure instead of a skip: see TODD_SKIP_WITHOUT_RABBITMQ.
+// TODD_RABBITMQ_BIN_DIR names the directory of rabbitmq-server and
+// rabbitmqctl (default /usr/lib/rabbitmq/bin); an empty directory shows what
+// a machine without RabbitMQ reports.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -42,7 +45,9 @@ struct TestPki {
  */
 TestPki make_test_pki(const std::string &dir);
 
-/** A free TCP port on 127.0.0.1 at the time of the call. */
+/** A free TCP port on 127.0.0.1 at the time of the call: only for programs
+ *  that cannot be given a socket or bind port 0 (rabbitmq-server); the
+ *  caller must retry when the port is taken before it is used. */
 int free_tcp_port();
 
 /** Run a program (argv[0] looked up in PATH), capture stdout+stderr. */
@@ -136,6 +141,8 @@ class RabbitmqBroker {
 
   private:
     std::vector<std::string> env() const;
+    void pick_ports();
+    void stop_epmd() noexcept;
     void write_config();
     bool wait_exit(std::chrono::milliseconds timeout);
 

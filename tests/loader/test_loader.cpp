@@ -5,6 +5,8 @@
 #include <todd/core/plugin_registry.hpp>
 #include <todd/core/transport.hpp>
 
+#include "temp_dir.hpp"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -40,22 +42,9 @@ std::string refusal(const std::string &path)
         << "missing \"" << (needle) << "\" in: " << (text)
 
 /** A fresh private directory (mode 0700), removed at the end of the test. */
-class TempDir {
+class TempDir : public todd::test::TempDir {
   public:
-    TempDir()
-    {
-        std::string tmpl =
-            (fs::temp_directory_path() / "todd-loader-XXXXXX").string();
-        if (::mkdtemp(tmpl.data()) == nullptr)
-            throw std::runtime_error("mkdtemp failed");
-        path_ = tmpl;
-    }
-    ~TempDir()
-    {
-        std::error_code ec;
-        fs::permissions(path_, fs::perms::owner_all, ec);
-        fs::remove_all(path_, ec);
-    }
+    TempDir() : todd::test::TempDir("todd-loader"), path_(base_path()) {}
     const fs::path &path() const { return path_; }
     /** Copy a fixture in as libtodd-comms-<as>.so, mode 0755. */
     std::string add(const std::string &fixture_name,
@@ -68,6 +57,7 @@ class TempDir {
     }
 
   private:
+    std::string base_path() const { return todd::test::TempDir::path(); }
     fs::path path_;
 };
 

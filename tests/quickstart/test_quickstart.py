@@ -5,6 +5,7 @@ Usage: test_quickstart.py QUICKSTART zeromq|rabbitmq
 """
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,8 +17,33 @@ def free_port():
         return s.getsockname()[1]
 
 
+# meson's exit status for "skipped".
+SKIP = 77
+
+
+def rabbitmq_missing():
+    """Why rabbitmq-server cannot run here, or None (as tests/common does:
+    TODD_RABBITMQ_BIN_DIR, else PATH and /usr/sbin)."""
+    bin_dir = os.environ.get("TODD_RABBITMQ_BIN_DIR")
+    if bin_dir is not None:
+        found = os.access(os.path.join(bin_dir, "rabbitmq-server"), os.X_OK)
+    else:
+        path = os.environ.get("PATH", "") + os.pathsep + "/usr/sbin"
+        found = shutil.which("rabbitmq-server", path=path) is not None
+    if found:
+        return None
+    return ("RabbitMQ is not installed (rabbitmq-server missing): install "
+            "the Debian package rabbitmq-server to run the RabbitMQ quickstart")
+
+
 def main():
     script, comms = sys.argv[1], sys.argv[2]
+    if comms == "rabbitmq" and (why := rabbitmq_missing()):
+        if os.environ.get("TODD_REQUIRE_RABBITMQ"):
+            print(f"FAIL: {why} (TODD_REQUIRE_RABBITMQ is set)")
+            return 1
+        print(f"SKIP: {why}")
+        return SKIP
     env = dict(os.environ)
     for var in ("API", "STREAM", "ASSETS", "ZMQ", "AMQP", "DIST", "EPMD"):
         env[f"TODD_QS_{var}_PORT"] = str(free_port())

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // The RabbitMQ plugin when the broker is not there, goes away mid-stream,
 // or speaks TLS. Each test starts its own private broker.
+#include "files.hpp"
 #include "rabbitmq_test_util.hpp"
+#include "temp_dir.hpp"
+#include "test_thread.hpp"
 
 #include <filesystem>
 #include <iostream>
@@ -37,7 +40,7 @@ TEST_F(Outage, BrokerAbsentAtStartThenStarted)
     EXPECT_NE(con->state(), LinkState::connected);
     // A publish waits for the connection (bounded by publish_timeout).
     std::atomic<bool> sent{false};
-    std::thread sender([&] {
+    todd::test::TestThread sender([&] {
         pub->publish(q, "hello late broker");
         sent = true;
     });
@@ -81,7 +84,7 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingConfirmed)
 
     std::set<int> confirmed;
     std::atomic<int> progress{0}, failed_sends{0};
-    std::thread producer([&] {
+    todd::test::TestThread producer([&] {
         const int batch = 100;
         auto deadline = std::chrono::steady_clock::now() + 240s;
         for (int first = 0; first < total; first += batch) {
@@ -114,20 +117,15 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingConfirmed)
             progress = first + batch;
         }
     });
-    while (progress < 3000)
-        std::this_thread::sleep_for(5ms);
+    ASSERT_TRUE(todd::test::eventually([&] { return progress >= 3000; }, 120s))
+        << "the producer did not get to task 3000";
     size_t mark = con_states.size();
     broker.stop();
-    auto back = std::chrono::steady_clock::now();
     broker.start(); // same port; returns once rabbitmqctl sees it booted
+    // Bounded wait on the event; how long it took is not asserted.
     auto reconnected = con_states.wait_state(LinkState::connected, mark, 60s);
-    auto took = std::chrono::duration_cast<std::chrono::milliseconds>(
-        std::chrono::steady_clock::now() - back);
     producer.join();
     ASSERT_TRUE(reconnected) << "no reconnection after the broker returned";
-    std::cout << "reconnected " << took.count()
-              << " ms after the node was started again (its boot included)\n";
-    EXPECT_LT(took, 120s); // generous bound: the node's own boot is most of it
 
     std::unique_lock lk(m);
     cv.wait_for(lk, 120s, [&] {
@@ -154,10 +152,8 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingConfirmed)
 
 TEST_F(Outage, TlsVerifiedWorksUnverifiedIsRefused)
 {
-    char tmpl[] = "/tmp/todd-pki-XXXXXX";
-    ASSERT_NE(mkdtemp(tmpl), nullptr);
-    std::string dir = tmpl;
-    auto pki = todd::test::make_test_pki(dir);
+    todd::test::TempDir dir("todd-pki");
+    auto pki = todd::test::make_test_pki(dir.path());
     RabbitmqBroker::Options bo;
     bo.tls = RabbitmqBroker::Tls{pki.ca_cert, pki.server_cert, pki.server_key,
                                  true, true};
@@ -195,8 +191,6 @@ TEST_F(Outage, TlsVerifiedWorksUnverifiedIsRefused)
         EXPECT_NE(f->detail.find("TLS"), std::string::npos) << f->detail;
         EXPECT_THROW(t->publish(unique("tls-bad"), "x"), CommsError);
     }
-    std::error_code ec;
-    std::filesystem::remove_all(dir, ec);
 }
 
 } // namespace

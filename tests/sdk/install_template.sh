@@ -114,6 +114,7 @@ if [ -x "$todd_comms" ]; then
         fail "the default search path does not include $plugindir"
 else
     echo "SKIPPED: todd-comms plugins (tools/todd-comms is not built)"
+    skipped=1
 fi
 
 todd_agent=$dest$bindir/todd-agent
@@ -141,5 +142,11 @@ if [ -x "$todd_agent" ]; then
     [ $rc -eq 0 ] || fail "todd-agent exited with $rc after SIGTERM"
 else
     echo "SKIPPED: todd-agent --comms example (tools/todd-agent is not built)"
+    skipped=1
+fi
+if [ "${skipped:-0}" = 1 ]; then
+    # meson's SKIP: what ran passed, but not everything could run.
+    echo "SKIP: install + template: ok, but some steps were skipped"
+    exit 77
 fi
 echo "install + template: ok"

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "server_test_util.hpp"
 
+#include "files.hpp"
+
 #include <todd/core/comms.hpp>
 #include <todd/core/plugin_registry.hpp>
 #include <todd_build_config.h>
@@ -30,21 +32,6 @@ namespace fs = std::filesystem;
 namespace asio = boost::asio;
 namespace beast = boost::beast;
 namespace bhttp = beast::http;
-
-TempDir::TempDir()
-{
-    std::string tmpl =
-        (fs::temp_directory_path() / "todd-server-test-XXXXXX").string();
-    if (!mkdtemp(tmpl.data()))
-        throw std::runtime_error("mkdtemp failed");
-    path_ = tmpl;
-}
-
-TempDir::~TempDir()
-{
-    std::error_code ec;
-    fs::remove_all(path_, ec);
-}
 
 HttpReply http(uint16_t port, const std::string &method,
                const std::string &target, const std::string &body)
@@ -194,16 +181,7 @@ void install_server_testlet(const std::string &opt_dir, const std::string &name)
 
 void write_script(const std::string &path, const std::string &text)
 {
-    fs::create_directories(fs::path(path).parent_path());
-    std::string tmp = path + ".tmp";
-    {
-        std::ofstream out(tmp);
-        out << text;
-    }
-    fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read |
-                             fs::perms::group_exec | fs::perms::others_read |
-                             fs::perms::others_exec);
-    fs::rename(tmp, path);
+    write_executable(path, text);
 }
 
 std::unique_ptr<agent::Agent> make_agent(const TransportFactory &tf,

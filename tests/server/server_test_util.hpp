@@ -8,6 +8,8 @@
 #include <todd/core/transport.hpp>
 #include <todd/server/server.hpp>
 
+#include "temp_dir.hpp"
+
 #include <chrono>
 #include <functional>
 #include <map>
@@ -19,21 +21,6 @@
 namespace todd::test {
 
 using namespace std::chrono_literals;
-
-/** A fresh directory under $TMPDIR, removed on destruction. */
-class TempDir {
-  public:
-    TempDir();
-    ~TempDir();
-    const std::string &path() const { return path_; }
-    std::string operator/(const std::string &sub) const
-    {
-        return path_ + "/" + sub;
-    }
-
-  private:
-    std::string path_;
-};
 
 struct HttpReply {
     int status = 0;

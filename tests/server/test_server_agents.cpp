@@ -209,6 +209,10 @@ TEST_P(Agents, AgentStoppedMidRunIsReportedFailed)
     auto testing = [&] {
         auto st = parse(
             http(api_, "GET", "/v1/testrun/status?testUuid=" + uuid).body);
+        // Every agent of the group, not "all of none".
+        if (!st.IsObject() || !st.HasMember("agents") ||
+            st["agents"].MemberCount() != agents_.size())
+            return false;
         for (const auto &m : st["agents"].GetObject())
             if (std::string(m.value["status"].GetString()) != "testing")
                 return false;

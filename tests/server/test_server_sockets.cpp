@@ -3,7 +3,9 @@
 // endpoint) against hostile sockets: asset paths with NUL, traversal,
 // dotfiles and symlinks; HTTP bodies and heads above the bounds; a ZeroMQ
 // peer announcing a 4 GB frame; descriptors exhausted by idle connections.
-#include "../cli/child.hpp"
+#include "files.hpp"
+#include "process.hpp"
+#include "temp_dir.hpp"
 
 #include <gtest/gtest.h>
 
@@ -17,20 +19,19 @@
 #include <cstring>
 #include <filesystem>
 #include <iostream>
+#include <memory>
 #include <optional>
 
 namespace fs = std::filesystem;
 using namespace std::chrono_literals;
-using namespace todd::cli::test;
+using todd::test::Process;
+using todd::test::read_file;
+using todd::test::read_file_if_exists;
+using todd::test::SpawnOptions;
+using todd::test::write_file;
 using steady = std::chrono::steady_clock;
 
 namespace {
-
-void write_file(const fs::path &p, const std::string &text)
-{
-    fs::create_directories(p.parent_path());
-    std::ofstream(p, std::ios::binary) << text;
-}
 
 int connect_tcp(int port)
 {
@@ -109,7 +110,7 @@ Reply get(int port, const std::string &target,
 /** utime + stime of a process, in seconds. */
 double cpu_seconds(pid_t pid)
 {
-    std::string stat = slurp("/proc/" + std::to_string(pid) + "/stat");
+    std::string stat = read_file("/proc/" + std::to_string(pid) + "/stat");
     auto paren = stat.rfind(')');
     std::istringstream in(stat.substr(paren + 2));
     std::string field;
@@ -129,7 +130,8 @@ double cpu_seconds(pid_t pid)
 /** A /proc/<pid>/status field in kB (VmRSS, VmSize). */
 long status_kb(pid_t pid, const std::string &key)
 {
-    std::istringstream in(slurp("/proc/" + std::to_string(pid) + "/status"));
+    std::istringstream in(
+        read_file("/proc/" + std::to_string(pid) + "/status"));
     std::string line;
     while (std::getline(in, line))
         if (line.rfind(key + ":", 0) == 0)
@@ -151,10 +153,7 @@ class ServerProcess {
   public:
     explicit ServerProcess(const std::string &extra_api_cfg = "")
     {
-        char tmpl[] = "/tmp/todd-server-sockets-XXXXXX";
-        if (!mkdtemp(tmpl))
-            throw std::runtime_error("mkdtemp");
-        dir = tmpl;
+        dir = tmp.path();
         assets = dir / "server" / "assets";
         fs::create_directories(assets / "testlets");
         fs::create_directories(assets / "factcollectors");
@@ -170,25 +169,31 @@ class ServerProcess {
     }
     ~ServerProcess()
     {
-        for (pid_t p : agents)
-            stop(p);
-        stop(pid);
-        if (!getenv("TODD_TEST_KEEP"))
-            fs::remove_all(dir);
+        for (auto &p : agents)
+            p->stop();
+        if (proc)
+            proc->stop();
+        if (getenv("TODD_TEST_KEEP"))
+            fs::rename(dir, dir.string() + "-kept");
     }
 
     /** Start and read the bound ports from the log; false if it exits. */
     bool start()
     {
-        pid = spawn({TODD_SERVER_EXE, "--config", (dir / "server.cfg").string(),
-                     "--db", (dir / "server.db").string(), "--comms", "zeromq",
-                     "--plugin-dir", TODD_PLUGIN_DIR, "--comms-opt",
-                     "endpoint=" + endpoint},
-                    "/dev/null", (dir / "server.out").string(),
-                    (dir / "server.err").string());
+        proc = std::make_unique<Process>(
+            std::vector<std::string>{TODD_SERVER_EXE, "--config",
+                                     (dir / "server.cfg").string(), "--db",
+                                     (dir / "server.db").string(), "--comms",
+                                     "zeromq", "--plugin-dir", TODD_PLUGIN_DIR,
+                                     "--comms-opt", "endpoint=" + endpoint},
+            SpawnOptions{{},
+                         "/dev/null",
+                         (dir / "server.out").string(),
+                         (dir / "server.err").string()});
+        pid = proc->pid();
         auto deadline = steady::now() + 20s;
         while (steady::now() < deadline) {
-            std::string log = slurp(dir / "server.err");
+            std::string log = read_file_if_exists(dir / "server.err");
             auto a = log.find("Serving ToDD Server API at: 127.0.0.1:");
             if (a != std::string::npos) {
                 api = std::atoi(log.c_str() + a + 38);
@@ -198,9 +203,8 @@ class ServerProcess {
                     log.c_str() + log.find(", assets 127.0.0.1:", a) + 19);
                 return api > 0 && stream > 0 && assets_port > 0;
             }
-            if (int st = wait_for(pid, 0ms); st != -1) {
-                exit_status = st;
-                pid = -1; // reaped
+            if (auto st = proc->poll(); !st.running()) {
+                exit_status = st.code();
                 return false;
             }
             std::this_thread::sleep_for(20ms);
@@ -208,7 +212,7 @@ class ServerProcess {
         return false;
     }
 
-    std::string log() const { return slurp(dir / "server.err"); }
+    std::string log() const { return read_file_if_exists(dir / "server.err"); }
 
     /** A real todd-agent on the same endpoint; its UUID ("" if none). */
     std::string start_agent(int i)
@@ -216,33 +220,34 @@ class ServerProcess {
         fs::path a = dir / ("agent" + std::to_string(i));
         fs::create_directories(a / "state");
         fs::create_directories(dir / "empty");
-        agents.push_back(spawn(
-            {TODD_AGENT_EXE, "--opt-dir", a.string(), "--state-dir",
-             (a / "state").string(), "--testlet-dir", (dir / "empty").string(),
-             "--factcollector-dir", (dir / "empty").string(),
-             "--ip-addr-override", "127.0.0.1", "--advert-interval", "0.2",
-             "--comms", "zeromq", "--plugin-dir", TODD_PLUGIN_DIR,
-             "--comms-opt", "endpoint=" + endpoint},
-            "/dev/null", (a / "out").string(), (a / "err").string()));
-        auto deadline = steady::now() + 20s;
-        while (steady::now() < deadline) {
-            std::string id = slurp(a / "state" / "agent-uuid");
-            while (!id.empty() &&
-                   std::isspace(static_cast<unsigned char>(id.back())))
-                id.pop_back();
-            if (id.size() == 64)
-                return id;
-            std::this_thread::sleep_for(20ms);
-        }
-        return {};
+        agents.push_back(std::make_unique<Process>(
+            std::vector<std::string>{
+                TODD_AGENT_EXE, "--opt-dir", a.string(), "--state-dir",
+                (a / "state").string(), "--testlet-dir",
+                (dir / "empty").string(), "--factcollector-dir",
+                (dir / "empty").string(), "--ip-addr-override", "127.0.0.1",
+                "--advert-interval", "0.2", "--comms", "zeromq", "--plugin-dir",
+                TODD_PLUGIN_DIR, "--comms-opt", "endpoint=" + endpoint},
+            SpawnOptions{
+                {}, "/dev/null", (a / "out").string(), (a / "err").string()}));
+        std::string id;
+        todd::test::eventually(
+            [&] {
+                id = todd::test::read_trimmed(a / "state" / "agent-uuid");
+                return id.size() == 64;
+            },
+            20s);
+        return id.size() == 64 ? id : std::string();
     }
 
+    todd::test::TempDir tmp{"todd-server-sockets"};
     fs::path dir, assets;
     std::string endpoint;
+    std::unique_ptr<Process> proc;
     pid_t pid = -1;
     int exit_status = -1; // when start() saw it exit
     int api = 0, stream = 0, assets_port = 0;
-    std::vector<pid_t> agents;
+    std::vector<std::unique_ptr<Process>> agents;
 };
 
 // ---- class 9: asset paths ------------------------------------------------
@@ -264,7 +269,7 @@ TEST(ServerSockets, AssetPathsStayInsideTheAssetDirectory)
 
     Reply ok = get(p, "/testlets/ping");
     EXPECT_EQ(ok.status, 200);
-    EXPECT_EQ(ok.body, slurp(t / "ping"));
+    EXPECT_EQ(ok.body, read_file(t / "ping"));
 
     struct Case {
         const char *target;
@@ -409,7 +414,7 @@ TEST(ServerSockets, ZeroMqPeerAnnouncingFourGigabytesIsDropped)
         << "VmRSS grew from " << rss0 << " kB to " << rss_max << " kB";
     EXPECT_LT(vm_max - vm0, 1024 * 1024)
         << "VmSize grew from " << vm0 << " kB to " << vm_max << " kB";
-    ASSERT_EQ(wait_for(s.pid, 0ms), -1) << s.log();
+    ASSERT_TRUE(s.proc->poll().running()) << s.log();
 
     // Agents keep working: a new one registers, the old one is still there.
     std::string after_agent = s.start_agent(1);
