@@ -48,7 +48,11 @@ int main(int argc, char **argv)
             std::cout << "todd-server " << TODD_VERSION << "\n";
             return 0;
         }
-        log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
+        try {
+            log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
+        } catch (const std::invalid_argument &e) {
+            throw core::ConfigError(std::string("--log-level: ") + e.what());
+        }
 
         std::string cfg_path;
         if (vm.count("config") && !vm["config"].as<std::string>().empty())
