@@ -78,17 +78,12 @@ class AgentOptions : public ::testing::Test {
                                          "warn"};
         argv.insert(argv.end(), args.begin(), args.end());
         agents_.push_back(std::make_unique<Program>(argv));
+        const std::string id = wait_agent_uuid(state);
         auto deadline = sigtest::Clock::now() + 20s;
-        while (sigtest::Clock::now() < deadline) {
-            std::ifstream f(state + "/agent-uuid");
-            std::string id;
-            f >> id;
-            if (id.size() == 64) {
-                Reply r = http_get(api_, "/v1/agent?uuid=" + id);
-                if (r.body.find("\"Uuid\": \"" + id + "\"") !=
-                    std::string::npos)
-                    return r.body;
-            }
+        while (!id.empty() && sigtest::Clock::now() < deadline) {
+            Reply r = http_get(api_, "/v1/agent?uuid=" + id);
+            if (r.body.find("\"Uuid\": \"" + id + "\"") != std::string::npos)
+                return r.body;
             // Not registered yet: the agent adverts every 0.2 s.
             std::this_thread::sleep_for(50ms);
         }

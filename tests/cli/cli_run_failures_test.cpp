@@ -173,17 +173,7 @@ class RunFailures : public ::testing::Test {
                                          "warn"};
         argv.insert(argv.end(), comms_.begin(), comms_.end());
         agents_.push_back(std::make_unique<Program>(argv));
-        auto deadline = sigtest::Clock::now() + 20s;
-        while (sigtest::Clock::now() < deadline) {
-            std::string id = child::slurp(state + "/agent-uuid");
-            while (!id.empty() &&
-                   std::isspace(static_cast<unsigned char>(id.back())))
-                id.pop_back();
-            if (id.size() == 64)
-                return id;
-            std::this_thread::sleep_for(20ms);
-        }
-        return {};
+        return wait_agent_uuid(state);
     }
 
     static std::string group_yaml(const std::string &name)

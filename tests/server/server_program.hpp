@@ -15,6 +15,7 @@
 #include <fstream>
 #include <optional>
 #include <string>
+#include <thread>
 
 namespace todd::test::program {
 
@@ -83,6 +84,23 @@ inline std::string server_cfg(const std::string &opt_dir,
 inline void write_text(const std::string &path, const std::string &text)
 {
     std::ofstream(path, std::ios::binary) << text;
+}
+
+/** A todd-agent's UUID, once it has written <state_dir>/agent-uuid; ""
+ *  if it has not within `limit`. */
+inline std::string wait_agent_uuid(const std::string &state_dir,
+                                   std::chrono::milliseconds limit = 20s)
+{
+    auto end = sigtest::Clock::now() + limit;
+    do {
+        std::ifstream f(state_dir + "/agent-uuid");
+        std::string id;
+        f >> id;
+        if (id.size() == 64)
+            return id;
+        std::this_thread::sleep_for(20ms);
+    } while (sigtest::Clock::now() < end);
+    return {};
 }
 
 struct Reply {
