@@ -99,6 +99,11 @@ int main(int argc, char **argv)
     } catch (const core::ConfigError &e) {
         std::cerr << "todd-server: " << e.what() << "\n";
         return 2;
+    } catch (const core::PluginError &e) {
+        // No such plugin, or one the loader refuses: nothing has connected
+        // yet and a restart cannot help (as todd-agent).
+        std::cerr << "todd-server: " << e.what() << "\n";
+        return 2;
     } catch (const core::CommsError &e) {
         // E_CONFIG: the plugin refused its configuration in create.
         std::cerr << "todd-server: " << e.what() << "\n";
