@@ -9,6 +9,8 @@
 
 #include <filesystem>
 
+#include <netdb.h>
+
 namespace fs = std::filesystem;
 using namespace todd::test::program;
 
@@ -82,7 +84,8 @@ TEST_F(ServerProgram, ConfigurationErrorsExitTwoNamingTheCause)
     struct Case {
         std::string what, cfg_text;
         std::vector<std::string> args;
-        std::string says; // part of the message
+        std::string says;     // part of the message
+        bool loopback = true; // add --comms loopback
     };
     const std::string cfg_path = path("server.cfg");
     const std::vector<Case> cases = {
@@ -106,16 +109,52 @@ TEST_F(ServerProgram, ConfigurationErrorsExitTwoNamingTheCause)
          cfg(),
          {"--comms-opt", "prefetch"},
          "KEY=VALUE"},
+        {"unknown plugin",
+         cfg(),
+         {"--comms", "no-such-transport"},
+         "no plugin named 'no-such-transport'",
+         false},
+        {"unknown plugin in the file",
+         cfg("[Comms]\nPlugin = nope\n"),
+         {},
+         "no plugin named 'nope'",
+         false},
     };
     for (const auto &c : cases) {
         std::string out;
-        EXPECT_EQ(exit_of(c.cfg_text, c.args, &out), "exit 2") << c.what << "\n"
-                                                               << out;
+        EXPECT_EQ(exit_of(c.cfg_text, c.args, &out, c.loopback), "exit 2")
+            << c.what << "\n"
+            << out;
         EXPECT_NE(out.find(c.says), std::string::npos)
             << c.what << ": the message does not name " << c.says << "\n"
             << out;
         EXPECT_EQ(out.find("Serving ToDD Server API"), std::string::npos)
             << c.what << ": it started\n"
+            << out;
+    }
+}
+
+TEST_F(ServerProgram, AListenAddressThatDoesNotExistIsAConfigurationError)
+{
+    const char *name = "no-such-host.invalid"; // RFC 2606: never exists
+    addrinfo *res = nullptr;
+    int rc = ::getaddrinfo(name, nullptr, nullptr, &res);
+    if (res)
+        ::freeaddrinfo(res);
+    if (rc != EAI_NONAME)
+        GTEST_SKIP() << "this resolver cannot say that " << name
+                     << " does not exist: " << ::gai_strerror(rc);
+    for (const char *section : {"API", "Assets"}) {
+        std::string key = std::string(section) == "API" ? "Host" : "IP";
+        std::string out;
+        EXPECT_EQ(exit_of(cfg("[" + std::string(section) + "]\n" + key + " = " +
+                              name + "\n"),
+                          {"--db", path("r.db")}, &out),
+                  "exit 2")
+            << section << "\n"
+            << out;
+        EXPECT_NE(out.find(std::string("\"") + name + "\" does not resolve"),
+                  std::string::npos)
             << out;
     }
 }
