@@ -52,7 +52,11 @@ int main(int argc, char **argv)
             std::cout << "todd-server " << TODD_VERSION << "\n";
             return core::exit_ok;
         }
-        log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
+        try {
+            log::set_level(log::parse_level(vm["log-level"].as<std::string>()));
+        } catch (const std::invalid_argument &e) {
+            throw core::ConfigError(std::string("--log-level: ") + e.what());
+        }
 
         std::string cfg_path;
         if (vm.count("config") && !vm["config"].as<std::string>().empty())
@@ -97,6 +101,11 @@ int main(int argc, char **argv)
                   << "Try 'todd-server --help'.\n";
         return core::exit_usage;
     } catch (const core::ConfigError &e) {
+        std::cerr << "todd-server: " << e.what() << "\n";
+        return core::exit_usage;
+    } catch (const core::PluginError &e) {
+        // No such plugin, or one the loader refuses: nothing has connected
+        // yet and a restart cannot help (as todd-agent).
         std::cerr << "todd-server: " << e.what() << "\n";
         return core::exit_usage;
     } catch (const core::CommsError &e) {

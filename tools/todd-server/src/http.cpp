@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "http.hpp"
 
+#include <todd/core/config.hpp>
 #include <todd/core/log.hpp>
 
 #include <algorithm>
@@ -178,12 +179,38 @@ Listener::Listener(asio::io_context &ioc, const std::string &host,
     : acceptor_(ioc), handler_(std::make_shared<Handler>(std::move(handler))),
       name_(std::move(name)), limits_(limits), conns_(std::move(conns))
 {
-    auto ep = resolve_endpoint(ioc, host, port);
-    acceptor_.open(ep.protocol());
-    acceptor_.set_option(asio::socket_base::reuse_address(true));
-    acceptor_.bind(ep);
-    acceptor_.listen();
+    listen_on(ioc, acceptor_, host, port, name_);
     port_ = acceptor_.local_endpoint().port();
+}
+
+void listen_on(asio::io_context &ioc, tcp::acceptor &acceptor,
+               const std::string &host, uint16_t port, const std::string &what)
+{
+    tcp::endpoint ep;
+    try {
+        ep = resolve_endpoint(ioc, host, port);
+    } catch (const boost::system::system_error &e) {
+        // A name that does not exist is the configuration's fault; a
+        // resolver that cannot answer now is a runtime failure.
+        if (e.code() == asio::error::host_not_found)
+            throw core::ConfigError(
+                what + " address \"" + host +
+                "\" does not resolve: " + e.code().message());
+        throw std::runtime_error("cannot resolve " + what + " address \"" +
+                                 host + "\": " + e.code().message());
+    }
+    try {
+        acceptor.open(ep.protocol());
+        acceptor.set_option(asio::socket_base::reuse_address(true));
+        acceptor.bind(ep);
+        acceptor.listen();
+    } catch (const boost::system::system_error &e) {
+        // "bind: Address already in use" alone does not say which of the
+        // three listeners, nor where.
+        throw std::runtime_error("cannot listen on " + host + ":" +
+                                 std::to_string(port) + " (" + what +
+                                 "): " + e.code().message());
+    }
 }
 
 void Listener::start()

@@ -147,5 +147,10 @@ Response not_found(const Request &req);
 /** Resolve host (name or address) to an endpoint; throws. */
 tcp::endpoint resolve_endpoint(asio::io_context &ioc, const std::string &host,
                                uint16_t port);
+/** Open, bind and listen on host:port (0: a free port). Throws
+ *  core::ConfigError when host is a name that does not exist, else
+ *  std::runtime_error naming the listener `what`, the address and why. */
+void listen_on(asio::io_context &ioc, tcp::acceptor &acceptor,
+               const std::string &host, uint16_t port, const std::string &what);
 
 } // namespace todd::server::http

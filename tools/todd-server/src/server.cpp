@@ -1182,12 +1182,9 @@ struct Server::Impl {
             ioc, cfg.api_host, cfg.api_port,
             [this](const http::Request &r) { return rest(r); }, "api", limits,
             conns);
-        auto sep = http::resolve_endpoint(ioc, cfg.api_host, cfg.stream_port);
         stream_acceptor = std::make_unique<tcp::acceptor>(ioc);
-        stream_acceptor->open(sep.protocol());
-        stream_acceptor->set_option(asio::socket_base::reuse_address(true));
-        stream_acceptor->bind(sep);
-        stream_acceptor->listen();
+        http::listen_on(ioc, *stream_acceptor, cfg.api_host, cfg.stream_port,
+                        "stream");
         stream_port = stream_acceptor->local_endpoint().port();
         asset_http = std::make_shared<http::Listener>(
             ioc, cfg.assets_host, cfg.assets_port,
