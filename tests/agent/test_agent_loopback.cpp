@@ -278,9 +278,7 @@ TEST(AgentLoopback, AdvertReflectsTestletDroppedIntoAssetDir)
     ASSERT_TRUE(h.wait_advert(
         [](const msg::AgentAdvert &a) { return a.testlets.empty(); }));
     std::string path = h.agent->config().opt_dir + "/assets/testlets/dropped";
-    write_executable(path, "#!/bin/sh
-echo dropped
-");
+    write_executable(path, "#!/bin/sh\necho dropped\n");
     std::string hash = core::sha256_file(path);
     auto a = h.wait_advert([&](const msg::AgentAdvert &ad) {
         auto it = ad.testlets.find("dropped");
