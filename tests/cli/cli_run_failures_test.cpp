@@ -6,7 +6,8 @@
 // stream is down; the server goes away mid-run; --source-group and
 // --source-app redirect a run; a topology no agent can fill.
 #include "../server/server_program.hpp"
-#include "child.hpp"
+#include "files.hpp"
+#include "process.hpp"
 
 #include <gtest/gtest.h>
 
@@ -16,7 +17,8 @@
 
 namespace fs = std::filesystem;
 using namespace todd::test::program;
-namespace child = todd::cli::test;
+using todd::test::Process;
+using todd::test::read_file_if_exists;
 
 namespace {
 
@@ -196,17 +198,16 @@ class RunFailures : public ::testing::Test {
     Result todd(std::vector<std::string> args, const std::string &in = "",
                 int stream_port = 0)
     {
-        pid_t pid = start_todd(args, in, stream_port);
-        int code = child::wait_for(pid, 90s);
-        if (code == -1) {
-            ::kill(pid, SIGKILL);
-            child::wait_for(pid, 10s);
-        }
-        return {code, child::slurp(base_ + ".out"),
-                child::slurp(base_ + ".err")};
+        auto p = start_todd(args, in, stream_port);
+        auto st = p->wait(90s);
+        if (st.running())
+            p->kill_now();
+        return {st.running() ? -1 : st.code(),
+                read_file_if_exists(base_ + ".out"),
+                read_file_if_exists(base_ + ".err")};
     }
-    pid_t start_todd(std::vector<std::string> args, const std::string &in,
-                     int stream_port)
+    std::unique_ptr<Process> start_todd(std::vector<std::string> args,
+                                        const std::string &in, int stream_port)
     {
         base_ = path("cli" + std::to_string(++counter_));
         write_text(base_ + ".in", in);
@@ -219,8 +220,11 @@ class RunFailures : public ::testing::Test {
             "--stream-port",
             std::to_string(stream_port ? stream_port : started_.stream)};
         argv.insert(argv.end(), args.begin(), args.end());
-        return child::spawn(argv, base_ + ".in", base_ + ".out",
-                            base_ + ".err");
+        todd::test::SpawnOptions o;
+        o.stdin_path = base_ + ".in";
+        o.stdout_path = base_ + ".out";
+        o.stderr_path = base_ + ".err";
+        return std::make_unique<Process>(argv, o);
     }
 
     sigtest::TempDir dir_;
@@ -268,20 +272,21 @@ TEST_F(RunFailures, StatusStreamDownFallsBackToTheResult)
 
 TEST_F(RunFailures, ServerGoneMidRunIsAnErrorNamingIt)
 {
-    pid_t cli = start_todd({"run", "stuck", "-y", "--timeout", "10"}, "", 0);
+    auto cli = start_todd({"run", "stuck", "-y", "--timeout", "10"}, "", 0);
     const std::string out = base_ + ".out", err = base_ + ".err";
     const std::string testing = uuids_[0].substr(0, 12) + "=testing";
     auto deadline = sigtest::Clock::now() + 30s;
-    while (child::slurp(out).find(testing) == std::string::npos &&
-           child::wait_for(cli, 0ms) == -1 && sigtest::Clock::now() < deadline)
+    while (read_file_if_exists(out).find(testing) == std::string::npos &&
+           cli->poll().running() && sigtest::Clock::now() < deadline)
         std::this_thread::sleep_for(10ms);
-    ASSERT_NE(child::slurp(out).find(testing), std::string::npos)
-        << child::slurp(out) << child::slurp(err);
+    ASSERT_NE(read_file_if_exists(out).find(testing), std::string::npos)
+        << read_file_if_exists(out) << read_file_if_exists(err);
     std::chrono::milliseconds took{};
     ASSERT_EQ(server_->terminate(10s, &took), "exit 0");
 
-    int code = child::wait_for(cli, 60s);
-    std::string o = child::slurp(out), e = child::slurp(err);
+    auto st = cli->wait(60s);
+    int code = st.running() ? -1 : st.code();
+    std::string o = read_file_if_exists(out), e = read_file_if_exists(err);
     EXPECT_EQ(code, 1) << o << e;
     EXPECT_NE(o.find("Problem subscribing to testrun updates stream: "
                      "disconnected from testrun status stream\n"),
