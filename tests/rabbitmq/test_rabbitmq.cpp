@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The RabbitMQ plugin (real .so through core's Transport) against a real
 // rabbitmq-server started by the suite: ToDD's topology and properties as
-// the broker reports them, Go wire vectors both ways, settlement verdicts,
+// the broker reports them, Go wire vectors both ways, verdicts settled on
+// the broker (the behaviour every transport shares is in tests/transport),
 // refusals (406, unroutable, wrong password) and the threading rules.
 #include "files.hpp"
 #include "ports.hpp"
@@ -219,21 +220,6 @@ TEST_F(Rabbit, RawGoVectorsReachTheSubscriberIntact)
     }
 }
 
-TEST_F(Rabbit, MessagesForAnAbsentConsumerAreHeld)
-{
-    std::string q = unique("held");
-    auto pub = make(opts(port()));
-    for (int i = 0; i < 5; ++i)
-        pub->publish(q, "m" + std::to_string(i));
-    auto con = make(opts(port()));
-    Inbox in;
-    auto sub = con->subscribe(q, in.handler());
-    ASSERT_TRUE(in.wait_for(5));
-    auto got = in.all();
-    for (int i = 0; i < 5; ++i)
-        EXPECT_EQ(got[i].payload, "m" + std::to_string(i));
-}
-
 TEST_F(Rabbit, RequeueRedeliversAndRejectDrops)
 {
     std::string q = unique("verdict");
@@ -269,22 +255,6 @@ TEST_F(Rabbit, RequeueRedeliversAndRejectDrops)
     sub.reset();
     RawPeer raw(port());
     EXPECT_EQ(raw.count(q), 0u); // all settled, nothing left
-}
-
-TEST_F(Rabbit, HandlerExceptionRequeuesAndNothingIsLost)
-{
-    std::string q = unique("throw");
-    auto t = make(opts(port()));
-    Inbox in;
-    in.verdict = [](const Received &r, size_t) -> Verdict {
-        if (!r.redelivered)
-            throw std::runtime_error("handler failed");
-        return Verdict::ack;
-    };
-    auto sub = t->subscribe(q, in.handler());
-    t->publish(q, "x");
-    ASSERT_TRUE(in.wait_for(2));
-    EXPECT_TRUE(in.all()[1].redelivered);
 }
 
 TEST_F(Rabbit, RefusedDeclarationNamesTheQueue)
@@ -415,25 +385,6 @@ TEST_F(Rabbit, BrokerListSkipsADeadAddress)
     auto sub = t->subscribe(q, in.handler());
     t->publish(q, "via second broker");
     ASSERT_TRUE(in.wait_for(1));
-}
-
-TEST_F(Rabbit, PublishFromInsideDeliverWhileConsumerIsBusy)
-{
-    // The agent's pattern: a task handler answers by publishing.
-    std::string tasks_q = unique("tasks"), resp_q = unique("responses");
-    auto agent = make(opts(port()));
-    auto server = make(opts(port()));
-    Inbox responses;
-    auto rsub = server->subscribe(resp_q, responses.handler());
-    Transport *a = agent.get();
-    auto tsub = agent->subscribe(tasks_q, [&](const todd::core::Delivery &d) {
-        a->publish(resp_q, "re:" + std::string(d.payload));
-        return Verdict::ack;
-    });
-    for (int i = 0; i < 50; ++i)
-        server->publish(tasks_q, std::to_string(i));
-    ASSERT_TRUE(responses.wait_for(50));
-    EXPECT_EQ(responses.all()[49].payload, "re:49");
 }
 
 TEST_F(Rabbit, UnsubscribeIsQuiescent)
