@@ -6,6 +6,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <stdexcept>
 #include <string>
 
@@ -45,6 +46,20 @@ class TempDir {
     std::string operator/(const std::string &sub) const
     {
         return path_ + "/" + sub;
+    }
+    /** Writes path()/rel in place (parents made; no temporary name, so a
+     *  directory watcher sees only this file) and returns its path. */
+    std::string write(const std::string &rel, const std::string &contents)
+    {
+        namespace fs = std::filesystem;
+        fs::path p = fs::path(path_) / rel;
+        fs::create_directories(p.parent_path());
+        std::ofstream f(p, std::ios::binary | std::ios::trunc);
+        f << contents;
+        f.close();
+        if (!f)
+            throw std::runtime_error("cannot write " + p.string());
+        return p.string();
     }
 
   private:

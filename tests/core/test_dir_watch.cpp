@@ -16,7 +16,7 @@
 #include <set>
 
 using namespace todd::core;
-using todd::test::CoreTempDir;
+using todd::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -68,7 +68,7 @@ class Seen {
 
 /** Let every event so far be reported, then forget them: events come in
  *  order, so once a marker written now is seen, all before it were. */
-void drain_with_marker(Seen &seen, CoreTempDir &d, const std::string &name)
+void drain_with_marker(Seen &seen, TempDir &d, const std::string &name)
 {
     d.write(name, "");
     ASSERT_TRUE(seen.wait_for(d.path() + "/" + name)) << name;
@@ -89,7 +89,7 @@ class DirWatch : public ::testing::TestWithParam<int> {
 
 TEST_P(DirWatch, ReportsCreateRenameDeleteAndChmod)
 {
-    CoreTempDir d;
+    TempDir d;
     Seen seen;
     DirWatcher w;
     ASSERT_TRUE(w.start({d.path()}, seen.callback(), options()).empty());
@@ -109,7 +109,7 @@ TEST_P(DirWatch, ReportsCreateRenameDeleteAndChmod)
 
 TEST_P(DirWatch, IgnoredNamesAreNeverReported)
 {
-    CoreTempDir d;
+    TempDir d;
     Seen seen;
     DirWatcher w;
     DirWatcher::Options o = options();
@@ -130,7 +130,7 @@ TEST_P(DirWatch, IgnoredNamesAreNeverReported)
 
 TEST_P(DirWatch, RecreatedDirectoryIsWatchedAgain)
 {
-    CoreTempDir d;
+    TempDir d;
     std::string child = d.path() + "/child";
     fs::create_directory(child);
     Seen seen;
@@ -149,7 +149,7 @@ TEST_P(DirWatch, RecreatedDirectoryIsWatchedAgain)
 
 TEST_P(DirWatch, MissingDirectoryIsNamedAndWatchedOnceItAppears)
 {
-    CoreTempDir d;
+    TempDir d;
     std::string later = d.path() + "/later";
     Seen seen;
     DirWatcher w;
@@ -164,7 +164,7 @@ TEST_P(DirWatch, MissingDirectoryIsNamedAndWatchedOnceItAppears)
 
 TEST_P(DirWatch, NothingIsReportedAfterStop)
 {
-    CoreTempDir d;
+    TempDir d;
     Seen seen;
     DirWatcher w;
     w.start({d.path()}, seen.callback(), options());
@@ -181,7 +181,7 @@ TEST_P(DirWatch, NothingIsReportedAfterStop)
 
 TEST(DirWatchStart, StartingTwiceIsRefused)
 {
-    CoreTempDir d;
+    TempDir d;
     Seen seen;
     DirWatcher w;
     w.start({d.path()}, seen.callback());

@@ -12,7 +12,7 @@
 #include <system_error>
 
 using namespace todd::core;
-using todd::test::CoreTempDir;
+using todd::test::TempDir;
 namespace fs = std::filesystem;
 
 namespace {
@@ -29,7 +29,7 @@ const std::string sha_million_a =
 
 TEST(Sha256File, KnownVectors)
 {
-    CoreTempDir d;
+    TempDir d;
     EXPECT_EQ(sha256_file(d.write("empty", "")), sha_empty);
     EXPECT_EQ(sha256_file(d.write("abc", "abc")), sha_abc);
     EXPECT_EQ(sha256_file(d.write("big", std::string(1000000, 'a'))),
@@ -38,7 +38,7 @@ TEST(Sha256File, KnownVectors)
 
 TEST(Sha256File, MissingFileThrowsSystemErrorNamingIt)
 {
-    CoreTempDir d;
+    TempDir d;
     std::string path = d.path() + "/absent";
     try {
         sha256_file(path);
@@ -52,7 +52,7 @@ TEST(Sha256File, MissingFileThrowsSystemErrorNamingIt)
 
 TEST(Sha256File, DirectoryIsAReadError)
 {
-    CoreTempDir d;
+    TempDir d;
     try {
         sha256_file(d.path());
         FAIL() << "no exception";
@@ -66,7 +66,7 @@ TEST(Sha256File, DirectoryIsAReadError)
 
 TEST(HashDirectory, TopLevelByDefault)
 {
-    CoreTempDir d;
+    TempDir d;
     d.write("a", "abc");
     d.write("b", "");
     d.write("sub/c", "abc");
@@ -78,7 +78,7 @@ TEST(HashDirectory, TopLevelByDefault)
 
 TEST(HashDirectory, RecursiveKeysByBaseName)
 {
-    CoreTempDir d;
+    TempDir d;
     d.write("a", "");
     d.write("sub/deeper/c", "abc");
     HashDirOptions o;
@@ -90,7 +90,7 @@ TEST(HashDirectory, RecursiveKeysByBaseName)
 
 TEST(HashDirectory, SkipPredicateSeesBaseNames)
 {
-    CoreTempDir d;
+    TempDir d;
     d.write("keep", "abc");
     d.write(".hidden", "abc");
     d.write("sub/.tmp-x", "abc");
@@ -104,7 +104,7 @@ TEST(HashDirectory, SkipPredicateSeesBaseNames)
 
 TEST(HashDirectory, SymlinksFollowedUnlessRefused)
 {
-    CoreTempDir d;
+    TempDir d;
     std::string target = d.write("real/file", "abc");
     fs::create_directories(d.path() + "/dir");
     fs::create_symlink(target, d.path() + "/dir/link");
@@ -131,7 +131,7 @@ TEST(HashDirectory, SymlinksFollowedUnlessRefused)
 
 TEST(HashDirectory, MissingDirectoryIsEmptyWithoutProblem)
 {
-    CoreTempDir d;
+    TempDir d;
     DirHashes r = hash_directory(d.path() + "/absent");
     EXPECT_TRUE(r.hashes.empty());
     EXPECT_TRUE(r.problems.empty());
@@ -139,7 +139,7 @@ TEST(HashDirectory, MissingDirectoryIsEmptyWithoutProblem)
 
 TEST(HashDirectory, UnreadableFileIsAProblemNotAnAbort)
 {
-    CoreTempDir d;
+    TempDir d;
     d.write("ok", "abc");
     // A regular file that opens but cannot be read, even by root: this
     // process's memory at address 0 (EIO), reached through a link.
