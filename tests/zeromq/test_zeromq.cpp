@@ -6,6 +6,8 @@
 // show is stated once for all of them in tests/transport.
 #include "inbox.hpp"
 #include "log_capture.hpp"
+#include "process.hpp"
+#include "temp_dir.hpp"
 
 #include <todd/core/log.hpp>
 #include <todd/core/transport.hpp>
@@ -32,6 +34,8 @@ using namespace todd::core;
 using namespace std::chrono_literals;
 using todd::test::default_wait;
 using todd::test::payload_is;
+using todd::test::Process;
+using todd::test::TempDir;
 using Inbox = todd::test::DeliveryInbox;
 
 namespace {
@@ -348,25 +352,12 @@ TEST(ZeroMqLifecycle, SecondServerOnTheSameEndpointIsRefused)
     }
 }
 
-/** A private directory, removed at the end. */
-struct TempDir {
-    TempDir()
-    {
-        char tmpl[] = "/tmp/todd-zeromq-test-XXXXXX";
-        if (::mkdtemp(tmpl) == nullptr)
-            throw std::runtime_error("mkdtemp failed");
-        path = tmpl;
-    }
-    ~TempDir() { std::filesystem::remove_all(path); }
-    std::string path;
-};
-
 TEST(ZeroMqLifecycle, NoServerPublishTimesOutWithAClearError)
 {
     // An ipc endpoint in a private directory: certainly nobody there, and
     // free for the server that comes later (no TCP port held in between).
     TempDir dir;
-    const std::string ep = "ipc://" + dir.path + "/engine.sock";
+    const std::string ep = "ipc://" + dir / "engine.sock";
     States states; // outlives the transport, which reports STOPPED to it
     auto a = Transport::create(
         zeromq(),
@@ -427,79 +418,18 @@ TEST_F(ZeroMq, AgentCarriesOnAfterServerRestart)
     EXPECT_EQ(got, (std::set<std::string>{"before", "while away", "after"}));
 }
 
-/** A child process running the helper; killed when it goes out of scope. */
-class Child {
-  public:
-    explicit Child(const std::vector<std::string> &args)
-    {
-        int fds[2];
-        if (::pipe(fds) != 0)
-            throw std::runtime_error("pipe");
-        pid_ = ::fork();
-        if (pid_ == 0) {
-            ::dup2(fds[1], 1);
-            ::close(fds[0]);
-            ::close(fds[1]);
-            std::vector<char *> argv;
-            for (auto &a : args)
-                argv.push_back(const_cast<char *>(a.c_str()));
-            argv.push_back(nullptr);
-            ::execv(argv[0], argv.data());
-            ::_exit(127);
-        }
-        ::close(fds[1]);
-        fd_ = fds[0];
-    }
-    ~Child()
-    {
-        kill9();
-        ::close(fd_);
-    }
-    /** Next line of the child's stdout; "" at end of file or after 20 s. */
-    std::string line()
-    {
-        std::string s;
-        auto deadline = std::chrono::steady_clock::now() + 20s;
-        for (;;) {
-            auto left = std::chrono::duration_cast<std::chrono::milliseconds>(
-                deadline - std::chrono::steady_clock::now());
-            pollfd p{fd_, POLLIN, 0};
-            if (left.count() <= 0 || ::poll(&p, 1, int(left.count())) <= 0)
-                return {};
-            char c;
-            if (::read(fd_, &c, 1) != 1)
-                return {};
-            if (c == '\n')
-                return s;
-            s += c;
-        }
-    }
-    void kill9()
-    {
-        if (pid_ > 0) {
-            ::kill(pid_, SIGKILL);
-            ::waitpid(pid_, nullptr, 0);
-            pid_ = -1;
-        }
-    }
-
-  private:
-    pid_t pid_ = -1;
-    int fd_ = -1;
-};
-
 TEST_F(ZeroMq, KilledConsumersUnackedMessagesGoToAnother)
 {
     const std::string q = queue("killed");
-    Child helper({ZEROMQ_HELPER, ZEROMQ_DIR, endpoint_, q});
-    // A bounded wait: the helper exits (end of file) if it cannot start.
-    ASSERT_EQ(helper.line(), "ready");
+    Process helper({ZEROMQ_HELPER, ZEROMQ_DIR, endpoint_, q});
+    // A bounded wait: it also ends if the helper exits before.
+    ASSERT_TRUE(helper.wait_output("ready\n", 20s)) << helper.output();
     server_->publish(q, "m0");
     server_->publish(q, "m1");
     server_->publish(q, "m2");
     // It holds m0 in its handler; m1 and m2 are prefetched behind it.
-    ASSERT_EQ(helper.line(), "got m0");
-    helper.kill9();
+    ASSERT_TRUE(helper.wait_output("got m0\n", 20s)) << helper.output();
+    helper.kill_now();
     Inbox in;
     auto s = server_->subscribe(q, in.handler());
     ASSERT_TRUE(in.wait_for(3));
@@ -520,15 +450,15 @@ TEST_F(ZeroMq, KilledConsumersUnackedMessagesGoToAnother)
 TEST_F(ZeroMq, HeldAcksOfAnIdleAgentReachTheEngine)
 {
     const std::string q = queue("acked");
-    Child helper({ZEROMQ_HELPER, ZEROMQ_DIR, endpoint_, q, "ack"});
-    ASSERT_EQ(helper.line(), "ready");
+    Process helper({ZEROMQ_HELPER, ZEROMQ_DIR, endpoint_, q, "ack"});
+    ASSERT_TRUE(helper.wait_output("ready\n", 20s)) << helper.output();
     server_->publish(q, "m0");
-    ASSERT_EQ(helper.line(), "got m0");
+    ASSERT_TRUE(helper.wait_output("got m0\n", 20s)) << helper.output();
     std::this_thread::sleep_for(200ms); // the agent says nothing more
     todd::test::LogCapture logs;
     const auto level = todd::log::level();
     todd::log::set_level(todd::log::Level::debug); // "peer ... left"
-    helper.kill9();
+    helper.kill_now();
     // The engine notices the dead agent (within heartbeat_timeout_ms) and
     // requeues what it had not acknowledged then, before anything after.
     const bool left = logs.wait_for(" left (");
