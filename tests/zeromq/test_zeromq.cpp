@@ -15,9 +15,7 @@
 #include <gtest/gtest.h>
 #include <zmq.h>
 
-#include <poll.h>
 #include <signal.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <atomic>
