@@ -98,6 +98,10 @@ void KafkaTransport::launch(Sub &s)
                                             "' makes no group id: " + err);
     s.rk = new_handle(RD_KAFKA_CONSUMER, std::move(conf));
     rd_kafka_poll_set_consumer(s.rk);
+    {
+        std::lock_guard<std::mutex> g(svc_mu_);
+        ++joining_;
+    }
     s.thread = std::thread([this, &s] { consume(s); });
 }
 
@@ -112,6 +116,7 @@ void KafkaTransport::finish(Sub &s)
         s.thread.join();
     if (s.rk == nullptr)
         return;
+    mark_live(s); // no longer joining, whether it got there or not
     // With the cluster up, close commits what was settled and leaves the
     // group at once (the others take over the partitions now, not after
     // session_timeout_ms). Without it, close would wait for a coordinator
@@ -143,7 +148,15 @@ void KafkaTransport::consume(Sub &s)
         return;
     }
     while (!s.stop) {
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(s.rk, 100);
+        if (!s.live) {
+            rd_kafka_topic_partition_list_t *a = nullptr;
+            if (rd_kafka_assignment(s.rk, &a) == RD_KAFKA_RESP_ERR_NO_ERROR &&
+                a != nullptr && a->cnt > 0)
+                mark_live(s);
+            if (a != nullptr)
+                rd_kafka_topic_partition_list_destroy(a);
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s.rk, s.live ? 100 : 10);
         if (m == nullptr)
             continue;
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -152,6 +165,16 @@ void KafkaTransport::consume(Sub &s)
             handle(s, m);
         rd_kafka_message_destroy(m);
     }
+}
+
+void KafkaTransport::mark_live(Sub &s)
+{
+    std::lock_guard<std::mutex> g(svc_mu_);
+    if (s.live)
+        return;
+    s.live = true;
+    --joining_;
+    svc_cv_.notify_all();
 }
 
 void KafkaTransport::handle(Sub &s, rd_kafka_message_t *m)

@@ -190,6 +190,10 @@ void KafkaTransport::on_error(bool consumer, int err, const char *reason)
             reprobe_ = true;
             svc_cv_.notify_all();
         }
+        if (!consumer) {
+            std::lock_guard<std::mutex> g(state_mu_);
+            last_error_ = why;
+        }
         host().logf(TODD_COMMS_LOG_DEBUG, "%s: %s",
                     consumer ? "consumer" : "producer", why.c_str());
         return;
@@ -216,10 +220,10 @@ void KafkaTransport::on_error(bool consumer, int err, const char *reason)
 
 void KafkaTransport::on_log(int level, const char *facility, const char *text)
 {
-    // syslog levels; librdkafka's own connection failures come through
-    // on_error as well, so they are warnings here, not errors.
+    // syslog levels. librdkafka logs every failed connection attempt of
+    // every handle at 3 (FAIL); what matters of those reaches the operator
+    // once, through on_error and the service thread's probe.
     int32_t ours = level <= 2   ? TODD_COMMS_LOG_ERROR
-                   : level <= 4 ? TODD_COMMS_LOG_WARN
                    : level <= 6 ? TODD_COMMS_LOG_DEBUG
                                 : TODD_COMMS_LOG_TRACE;
     if (host().log_enabled(ours))

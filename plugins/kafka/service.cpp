@@ -99,13 +99,30 @@ bool KafkaTransport::probe()
     const rd_kafka_metadata_t *md = nullptr;
     rd_kafka_resp_err_t err =
         rd_kafka_metadata(producer_, 0, nullptr, &md, call_ms);
-    if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
-        host().logf(TODD_COMMS_LOG_DEBUG, "cluster not answering: %s",
-                    rd_kafka_err2str(err));
-        return false;
+    const bool any = err == RD_KAFKA_RESP_ERR_NO_ERROR && md->broker_cnt > 0;
+    if (md != nullptr)
+        rd_kafka_metadata_destroy(md);
+    std::string why;
+    {
+        std::lock_guard<std::mutex> g(state_mu_);
+        why = last_error_.empty() ? rd_kafka_err2str(err) : last_error_;
     }
-    const bool any = md->broker_cnt > 0;
-    rd_kafka_metadata_destroy(md);
+    // Once per outage at warning level, then quietly until it answers.
+    if (!any && !unreachable_logged_) {
+        std::string servers;
+        for (const auto &b : s_.bootstrap)
+            servers += (servers.empty() ? "" : ",") + b;
+        host().logf(TODD_COMMS_LOG_WARN,
+                    "Kafka cluster at %s not answering (%s); retrying",
+                    servers.c_str(), why.c_str());
+        unreachable_logged_ = true;
+    } else if (!any) {
+        host().logf(TODD_COMMS_LOG_DEBUG, "cluster not answering: %s",
+                    why.c_str());
+    } else if (unreachable_logged_) {
+        host().log(TODD_COMMS_LOG_INFO, "Kafka cluster answering again");
+        unreachable_logged_ = false;
+    }
     return any;
 }
 
@@ -204,6 +221,13 @@ bool KafkaTransport::wait_ready(Clock::time_point deadline)
     return svc_cv_.wait_until(lk, deadline,
                               [&] { return ready_ || stopping_; }) &&
            ready_ && !stopping_;
+}
+
+void KafkaTransport::wait_joined(Clock::time_point deadline)
+{
+    std::unique_lock<std::mutex> lk(svc_mu_);
+    svc_cv_.wait_until(lk, deadline,
+                       [&] { return joining_ == 0 || stopping_; });
 }
 
 std::pair<const KafkaTransport::Topic *, int32_t>

@@ -98,6 +98,10 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
     /** Wait (bounded by deadline) until the topics are known; false when
      *  stopping or past the deadline. */
     bool wait_ready(Clock::time_point deadline);
+    /** Wait (bounded by deadline) until every subscription of this
+     *  instance has its partitions: a publish travels behind the
+     *  subscriptions made before it (and so counts their members). */
+    void wait_joined(Clock::time_point deadline);
     /** The topic and partition of the next message to destination. */
     std::pair<const Topic *, int32_t> route(const std::string &destination,
                                             Clock::time_point deadline);
@@ -129,6 +133,7 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
         rd_kafka_t *rk = nullptr;
         std::thread thread;
         std::atomic<bool> stop{false};
+        bool live = false; // has had an assignment (under svc_mu_)
         // (partition, offset) of requeued messages: flagged when they
         // come again.
         std::set<std::pair<int32_t, int64_t>> requeued;
@@ -136,6 +141,7 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
     void launch(Sub &s);
     void consume(Sub &s);
     void handle(Sub &s, rd_kafka_message_t *m);
+    void mark_live(Sub &s);
     void finish(Sub &s);
 
     Settings s_;
@@ -147,6 +153,8 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
 
     std::mutex state_mu_;
     int32_t state_ = 0;
+    std::string last_error_;          // the producer's last transport error
+    bool unreachable_logged_ = false; // service thread only
     std::atomic<bool> connected_{false};
 
     rd_kafka_t *producer_ = nullptr;
@@ -163,6 +171,7 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
     std::mutex svc_mu_;
     std::condition_variable svc_cv_;
     bool ready_ = false;   // topics_ is filled
+    int joining_ = 0;      // subscriptions not assigned partitions yet
     bool reprobe_ = false; // a handle reported every broker down
     std::vector<Topic> topics_;
     std::map<std::string, Route> routes_;
