@@ -2,6 +2,7 @@
 #include "kafka_broker.hpp"
 
 #include "files.hpp"
+#include "ports.hpp"
 
 #include <csignal>
 #include <map>
@@ -75,8 +76,18 @@ KafkaBroker::KafkaBroker(Options opts)
 {
     if (auto why = unavailable())
         throw std::runtime_error(*why);
-    if (opts_.start)
-        start();
+    if (opts_.start) {
+        start(); // the script picks the ports, again if one was taken
+        return;
+    }
+    // Not started yet, but bootstrap() must be known (clients that start
+    // before the broker): picked here, bound together so they differ, and
+    // released for the broker to bind.
+    DeadPort p = DeadPort::refusing(), c = DeadPort::refusing(),
+             t = DeadPort::refusing();
+    port_ = p.port();
+    controller_port_ = c.port();
+    tls_port_ = opts_.tls ? t.port() : 0;
 }
 
 KafkaBroker::~KafkaBroker()

@@ -305,6 +305,28 @@ TEST_F(KafkaBrokerHelper, RestartAndCrashKeepAcknowledgedRecords)
               (std::vector<std::string>{"before-restart", "before-kill"}));
 }
 
+// Clients that start before the broker need its address first.
+TEST(KafkaBrokerFixture, AddressKnownBeforeTheFirstStart)
+{
+    TODD_SKIP_WITHOUT_KAFKA();
+    std::string dir;
+    {
+        KafkaBroker::Options o;
+        o.start = false;
+        KafkaBroker b(o);
+        dir = b.dir();
+        ASSERT_GT(b.port(), 0);
+        EXPECT_FALSE(b.running());
+        std::string r = metadata(b.bootstrap(), {}, 1s);
+        EXPECT_EQ(r.rfind("error ", 0), 0u) << r;
+        const int port = b.port();
+        b.start();
+        EXPECT_EQ(b.port(), port);
+        EXPECT_EQ(metadata(b.bootstrap()), "1@" + b.bootstrap());
+    }
+    EXPECT_FALSE(fs::exists(dir)) << dir;
+}
+
 // --- the script alone -------------------------------------------------
 
 todd::test::RunResult script(const std::vector<std::string> &args,
