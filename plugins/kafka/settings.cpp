@@ -281,12 +281,25 @@ void check_security(const Settings &s)
     set(conf.get(), "bootstrap.servers", "", "bootstrap_servers");
     rd_kafka_t *rk =
         rd_kafka_new(RD_KAFKA_PRODUCER, conf.get(), err, sizeof err);
-    if (rk == nullptr)
+    if (rk == nullptr) {
+        // librdkafka names its property first ("ssl.key.location failed:
+        // ..."): name ours, and the file.
+        const struct {
+            const char *prop, *key;
+            const std::string &path;
+        } files[] = {{"ssl.ca.location", "ssl_ca", s.ssl_ca},
+                     {"ssl.certificate.location", "ssl_cert", s.ssl_cert},
+                     {"ssl.key.location", "ssl_key", s.ssl_key}};
+        for (const auto &f : files)
+            if (std::strncmp(err, f.prop, std::strlen(f.prop)) == 0)
+                refuse(f.key, "names '" + f.path +
+                                  "', which librdkafka cannot use: " + err);
         throw Error(TODD_COMMS_E_CONFIG,
                     std::string("the TLS/SASL settings cannot be used "
                                 "(ssl_ca, ssl_cert, ssl_key, "
                                 "ssl_key_password): ") +
                         err);
+    }
     conf.release(); // rd_kafka_new owns it now
     rd_kafka_destroy(rk);
 }
