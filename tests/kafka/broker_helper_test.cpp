@@ -121,7 +121,7 @@ void create_topic(const std::string &bootstrap, const std::string &topic)
     ASSERT_EQ(failure, "") << "CreateTopics " << topic;
 }
 
-// Produce one record with an idempotent producer; true once the broker
+// Produce one record with an idempotent producer and assert that the broker
 // acknowledged it (its delivery report says so).
 void produce(const std::string &bootstrap, const std::string &topic,
              const std::string &value)
