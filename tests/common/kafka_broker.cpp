@@ -101,8 +101,12 @@ KafkaBroker::~KafkaBroker()
 
 std::vector<std::string> KafkaBroker::run_argv() const
 {
-    std::vector<std::string> a = {script(), "run", dir_.path(), "--timeout",
-                                  std::to_string(opts_.start_timeout.count())};
+    // A test killed before its destructor ran leaves no broker and no
+    // directory behind.
+    std::vector<std::string> a = {
+        script(),    "run",
+        dir_.path(), "--remove-if-orphaned",
+        "--timeout", std::to_string(opts_.start_timeout.count())};
     if (port_ > 0) { // a restart keeps the ports
         a.insert(a.end(), {"--port", std::to_string(port_), "--controller-port",
                            std::to_string(controller_port_)});
