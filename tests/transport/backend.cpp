@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backend.hpp"
 
+#include "kafka_broker.hpp"
 #include "rabbitmq_broker.hpp"
 
 #include <gtest/gtest.h>
@@ -137,6 +138,42 @@ class RabbitmqService : public Backend {
     }
 };
 
+/** One private Kafka broker for the binary, started by the first kafka test
+ *  (a JVM start is seconds: never one per test) and stopped at the end.
+ *  Destinations are unique per test, so the tests need no topic prefix of
+ *  their own. */
+class KafkaEnvironment : public ::testing::Environment {
+  public:
+    void TearDown() override { broker.reset(); }
+    static inline std::unique_ptr<KafkaBroker> broker;
+};
+[[maybe_unused]] auto *const kafka_env =
+    ::testing::AddGlobalTestEnvironment(new KafkaEnvironment);
+
+class KafkaService : public Backend {
+  public:
+    std::optional<std::string> begin() override
+    {
+        if (KafkaEnvironment::broker)
+            return std::nullopt;
+        if (auto why = KafkaBroker::unavailable())
+            return why;
+        try {
+            KafkaEnvironment::broker = std::make_unique<KafkaBroker>();
+        } catch (const std::exception &e) {
+            return std::string("no private Kafka broker could be started: ") +
+                   e.what();
+        }
+        return std::nullopt;
+    }
+    bool required() const override { return kafka_required(); }
+    Options options(const std::string &) override
+    {
+        return {{"bootstrap_servers", KafkaEnvironment::broker->bootstrap()},
+                {"reconnect_max_ms", "1000"}};
+    }
+};
+
 } // namespace
 
 std::unique_ptr<Backend> backend_for(const std::string &plugin)
@@ -145,6 +182,8 @@ std::unique_ptr<Backend> backend_for(const std::string &plugin)
         return std::make_unique<ZeroMqService>();
     if (plugin == "rabbitmq")
         return std::make_unique<RabbitmqService>();
+    if (plugin == "kafka")
+        return std::make_unique<KafkaService>();
     return std::make_unique<NoService>();
 }
 
