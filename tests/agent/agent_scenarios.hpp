@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // The task vectors of the Go agent, played against an agent harness. Shared
-// by the loopback and the RabbitMQ suites: same bytes, same expectations.
+// by the loopback and the broker suites: same bytes, same expectations.
 #pragma once
 
 #include "agent_harness.hpp"

@@ -1,7 +1,8 @@
 // The todd CLI end to end: a real todd-server process and three real
 // todd-agent processes over the embedded ZeroMQ transport (or, built with
-// TODD_CLI_E2E_RABBITMQ, a private RabbitMQ broker), all on 127.0.0.1 with
-// ports chosen at run time, driven by the real todd binary.
+// TODD_CLI_E2E_BROKER_RABBITMQ or TODD_CLI_E2E_BROKER_KAFKA, a private
+// broker of that kind), all on 127.0.0.1 with ports chosen at run time,
+// driven by the real todd binary.
 // Agents start without testlets or fact collectors and download them from
 // the server (DownloadAsset), then run ToDD's ping testlet against
 // 127.0.0.1.
@@ -10,8 +11,10 @@
 #include "process.hpp"
 #include "temp_dir.hpp"
 
-#ifdef TODD_CLI_E2E_RABBITMQ
+#if defined(TODD_CLI_E2E_BROKER_RABBITMQ)
 #include <rabbitmq_broker.hpp>
+#elif defined(TODD_CLI_E2E_BROKER_KAFKA)
+#include <kafka_broker.hpp>
 #endif
 
 #include <csignal>
@@ -31,6 +34,28 @@ using todd::test::SpawnOptions;
 using todd::test::write_file;
 
 namespace {
+
+#if defined(TODD_CLI_E2E_BROKER_RABBITMQ)
+#define TODD_CLI_E2E_BROKER 1
+#define SKIP_WITHOUT_BROKER() TODD_SKIP_WITHOUT_RABBITMQ()
+using Broker = todd::test::RabbitmqBroker;
+constexpr const char *broker_plugin = "rabbitmq";
+// The programs' options that reach the broker.
+std::vector<std::string> broker_options(const Broker &b)
+{
+    return {"--comms-opt", "host=" + b.host(), "--comms-opt",
+            "port=" + std::to_string(b.port())};
+}
+#elif defined(TODD_CLI_E2E_BROKER_KAFKA)
+#define TODD_CLI_E2E_BROKER 1
+#define SKIP_WITHOUT_BROKER() TODD_SKIP_WITHOUT_KAFKA()
+using Broker = todd::test::KafkaBroker;
+constexpr const char *broker_plugin = "kafka";
+std::vector<std::string> broker_options(const Broker &b)
+{
+    return {"--comms-opt", "bootstrap_servers=" + b.bootstrap()};
+}
+#endif
 
 // The todd binary under test; TODD_CLI_TEST_EXE runs another build of it
 // (e.g. the ASan one) against this build's server and agents.
@@ -58,10 +83,19 @@ class CliEndToEnd : public ::testing::Test {
     static inline std::vector<std::string> agent_uuids;
     static inline std::string api_port, stream_port;
     static inline std::vector<std::string> comms; // transport options
-#ifdef TODD_CLI_E2E_RABBITMQ
-    static inline std::unique_ptr<todd::test::RabbitmqBroker> broker;
+#ifdef TODD_CLI_E2E_BROKER
+    static inline std::unique_ptr<Broker> broker;
 #endif
     static inline int counter = 0;
+
+#ifdef TODD_CLI_E2E_BROKER
+    // A skip in SetUpTestSuite does not skip the tests (gtest 1.12): each
+    // one skips (or fails, when CI requires the broker) by itself.
+    void SetUp() override
+    {
+        SKIP_WITHOUT_BROKER();
+    }
+#endif
 
     static void SetUpTestSuite()
     {
@@ -103,13 +137,12 @@ class CliEndToEnd : public ::testing::Test {
                                        "[LocalResources]\nOptDir = " +
                                            (dir / "server").string() + "\n");
 
-#ifdef TODD_CLI_E2E_RABBITMQ
-        TODD_SKIP_WITHOUT_RABBITMQ();
-        broker = std::make_unique<todd::test::RabbitmqBroker>();
-        comms = {"--comms",      "rabbitmq",
-                 "--plugin-dir", TODD_PLUGIN_DIR,
-                 "--comms-opt",  "host=" + broker->host(),
-                 "--comms-opt",  "port=" + std::to_string(broker->port())};
+#ifdef TODD_CLI_E2E_BROKER
+        SKIP_WITHOUT_BROKER();
+        broker = std::make_unique<Broker>();
+        comms = {"--comms", broker_plugin, "--plugin-dir", TODD_PLUGIN_DIR};
+        for (auto &o : broker_options(*broker))
+            comms.push_back(o);
 #else
         // An ipc:// endpoint: the agents must know it before the server
         // binds it, and a TCP port cannot be held for the server meanwhile.
@@ -220,7 +253,7 @@ class CliEndToEnd : public ::testing::Test {
         if (server)
             server->stop();
         server.reset();
-#ifdef TODD_CLI_E2E_RABBITMQ
+#ifdef TODD_CLI_E2E_BROKER
         broker.reset();
 #endif
         if (!dir.empty() && getenv("TODD_CLI_KEEP")) {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run share/scripts/quickstart on free ports and check what it printed.
 
-Usage: test_quickstart.py QUICKSTART zeromq|rabbitmq
+Usage: test_quickstart.py QUICKSTART zeromq|rabbitmq|kafka
 """
 import os
 import re
@@ -36,18 +36,49 @@ def rabbitmq_missing():
             "the Debian package rabbitmq-server to run the RabbitMQ quickstart")
 
 
+def kafka_missing(script):
+    """Why no Kafka broker can run here, or None: the quickstart's own
+    kafka-broker script checks java and resolves (or finds cached) the
+    broker's jars, as tests/common/kafka_broker.cpp does."""
+    broker = os.path.join(os.path.dirname(os.path.abspath(script)),
+                          "kafka-broker")
+    if not os.access(broker, os.X_OK):
+        return f"the Kafka broker script {broker} is missing"
+    try:
+        r = subprocess.run([broker, "classpath"], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                           text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return f"resolving the Kafka broker's jars ('{broker} classpath') " \
+               "took more than 300 s"
+    if r.returncode == 0:
+        return None
+    return ("no Kafka broker can run here: " + r.stdout.strip()[-2000:] +
+            " (share/scripts/install-deps installs what it needs)")
+
+
+def required(variable):
+    """True when CI sets variable to anything but "" or "0"."""
+    return os.environ.get(variable, "") not in ("", "0")
+
+
 def main():
     script, comms = sys.argv[1], sys.argv[2]
-    if comms == "rabbitmq" and (why := rabbitmq_missing()):
-        if os.environ.get("TODD_REQUIRE_RABBITMQ"):
-            print(f"FAIL: {why} (TODD_REQUIRE_RABBITMQ is set)")
-            return 1
-        print(f"SKIP: {why}")
-        return SKIP
+    missing = {"rabbitmq": (rabbitmq_missing, "TODD_REQUIRE_RABBITMQ"),
+               "kafka": (lambda: kafka_missing(script), "TODD_REQUIRE_KAFKA")}
+    if comms in missing:
+        check, variable = missing[comms]
+        if why := check():
+            if required(variable):
+                print(f"FAIL: {why} ({variable} is set)")
+                return 1
+            print(f"SKIP: {why}")
+            return SKIP
     # The quickstart is a user's script on fixed ports that its CLI then
     # dials, so it cannot be handed bound sockets: the test picks ports and,
     # if one was taken meanwhile (the server or broker says so), runs it
-    # again on fresh ones.
+    # again on fresh ones. The Kafka broker's port is left unset: its
+    # script picks a free one and retries by itself.
     for attempt in range(3):
         env = dict(os.environ)
         for var in ("API", "STREAM", "ASSETS", "ZMQ", "AMQP", "DIST", "EPMD"):

@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
 // todd-server with three real in-process agents over a real transport
-// (loopback by default; the RabbitMQ suite reuses these tests): groups,
+// (loopback by default; the broker suites reuse these tests): groups,
 // DownloadAsset round trips, ping test runs, an agent that vanishes in
 // the middle of a run, the status stream's lock-step and several runs at
 // once.

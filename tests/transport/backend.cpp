@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "backend.hpp"
 
+#include "kafka_broker.hpp"
 #include "rabbitmq_broker.hpp"
 
 #include <gtest/gtest.h>
@@ -97,33 +98,49 @@ class ZeroMqService : public Backend {
     std::string endpoint_;
 };
 
-/** One private broker for the binary, started by the first rabbitmq test
- *  and stopped when the test program ends. */
-class BrokerEnvironment : public ::testing::Environment {
+/** One private broker of type B for the binary, started by the first test
+ *  that needs it (a broker takes seconds to start: never one per test) and
+ *  stopped when the test program ends. */
+template <class B> class BrokerEnvironment : public ::testing::Environment {
   public:
     void TearDown() override { broker.reset(); }
-    static inline std::unique_ptr<RabbitmqBroker> broker;
+    static inline std::unique_ptr<B> broker;
 };
-[[maybe_unused]] auto *const broker_env =
-    ::testing::AddGlobalTestEnvironment(new BrokerEnvironment);
+[[maybe_unused]] auto *const rabbitmq_env =
+    ::testing::AddGlobalTestEnvironment(new BrokerEnvironment<RabbitmqBroker>);
+[[maybe_unused]] auto *const kafka_env =
+    ::testing::AddGlobalTestEnvironment(new BrokerEnvironment<KafkaBroker>);
 
-class RabbitmqService : public Backend {
+/** A backend whose instances meet in a private broker of type B. */
+template <class B> class BrokerService : public Backend {
   public:
+    /** what names the broker in the reason a test cannot run. */
+    explicit BrokerService(std::string what) : what_(std::move(what)) {}
     std::optional<std::string> begin() override
     {
-        if (BrokerEnvironment::broker)
+        auto &b = BrokerEnvironment<B>::broker;
+        if (b)
             return std::nullopt;
-        if (auto why = RabbitmqBroker::unavailable())
+        if (auto why = B::unavailable())
             return why;
         try {
-            BrokerEnvironment::broker = std::make_unique<RabbitmqBroker>();
+            b = std::make_unique<B>();
         } catch (const std::exception &e) {
-            return std::string("no private rabbitmq-server could be "
-                               "started: ") +
-                   e.what();
+            return "no private " + what_ + " could be started: " + e.what();
         }
         return std::nullopt;
     }
+
+  protected:
+    static B &broker() { return *BrokerEnvironment<B>::broker; }
+
+  private:
+    std::string what_;
+};
+
+class RabbitmqService : public BrokerService<RabbitmqBroker> {
+  public:
+    RabbitmqService() : BrokerService("rabbitmq-server") {}
     bool required() const override
     {
         return std::getenv("TODD_REQUIRE_RABBITMQ") != nullptr;
@@ -131,9 +148,22 @@ class RabbitmqService : public Backend {
     Options options(const std::string &) override
     {
         return {{"host", "127.0.0.1"},
-                {"port", std::to_string(BrokerEnvironment::broker->port())},
+                {"port", std::to_string(broker().port())},
                 {"reconnect_max", "1000"},
                 {"heartbeat", "5"}};
+    }
+};
+
+/** Destinations are unique per test, so the tests need no topic prefix of
+ *  their own on the shared broker. */
+class KafkaService : public BrokerService<KafkaBroker> {
+  public:
+    KafkaService() : BrokerService("Kafka broker") {}
+    bool required() const override { return kafka_required(); }
+    Options options(const std::string &) override
+    {
+        return {{"bootstrap_servers", broker().bootstrap()},
+                {"reconnect_max_ms", "1000"}};
     }
 };
 
@@ -145,6 +175,8 @@ std::unique_ptr<Backend> backend_for(const std::string &plugin)
         return std::make_unique<ZeroMqService>();
     if (plugin == "rabbitmq")
         return std::make_unique<RabbitmqService>();
+    if (plugin == "kafka")
+        return std::make_unique<KafkaService>();
     return std::make_unique<NoService>();
 }
 

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // What each transport plugin needs around it for the transport suite: the
 // service its instances talk to (nothing for loopback, a server-role engine
-// on a port it bound for zeromq, a private broker for rabbitmq) and the
-// options that reach that service. A plugin with no entry here gets the
+// on a port it bound for zeromq, a private broker for rabbitmq and kafka) and
+// the options that reach that service. A plugin with no entry here gets the
 // service-less backend, so a transport that needs nothing around it is
 // added by its one line in meson.build.
 #pragma once
@@ -52,7 +52,7 @@ class Backend {
      */
     virtual std::optional<std::string> begin() { return std::nullopt; }
     /** True when begin's reason must fail the test instead of skipping
-     *  it (TODD_REQUIRE_RABBITMQ=1 in CI). */
+     *  it (TODD_REQUIRE_RABBITMQ=1, TODD_REQUIRE_KAFKA=1 in CI). */
     virtual bool required() const { return false; }
     /** Plugin options for a new instance of role "server" or "agent" (the
      *  role itself is filled in as the programs do). */
