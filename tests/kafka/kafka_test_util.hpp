@@ -17,8 +17,17 @@
 
 #include <atomic>
 #include <memory>
+#include <ostream>
 #include <string>
 #include <unistd.h>
+
+namespace todd::core {
+/** gtest prints a LinkState by its name. */
+inline void PrintTo(LinkState s, std::ostream *os)
+{
+    *os << to_string(s);
+}
+} // namespace todd::core
 
 namespace kafkatest {
 
