@@ -2,6 +2,7 @@
 #include "kafka_broker.hpp"
 
 #include "files.hpp"
+#include "ports.hpp"
 
 #include <csignal>
 #include <map>
@@ -75,8 +76,18 @@ KafkaBroker::KafkaBroker(Options opts)
 {
     if (auto why = unavailable())
         throw std::runtime_error(*why);
-    if (opts_.start)
-        start();
+    if (opts_.start) {
+        start(); // the script picks the ports, again if one was taken
+        return;
+    }
+    // Not started yet, but bootstrap() must be known (clients that start
+    // before the broker): picked here, bound together so they differ, and
+    // released for the broker to bind.
+    DeadPort p = DeadPort::refusing(), c = DeadPort::refusing(),
+             t = DeadPort::refusing();
+    port_ = p.port();
+    controller_port_ = c.port();
+    tls_port_ = opts_.tls ? t.port() : 0;
 }
 
 KafkaBroker::~KafkaBroker()
@@ -90,8 +101,12 @@ KafkaBroker::~KafkaBroker()
 
 std::vector<std::string> KafkaBroker::run_argv() const
 {
-    std::vector<std::string> a = {script(), "run", dir_.path(), "--timeout",
-                                  std::to_string(opts_.start_timeout.count())};
+    // A test killed before its destructor ran leaves no broker and no
+    // directory behind.
+    std::vector<std::string> a = {
+        script(),    "run",
+        dir_.path(), "--remove-if-orphaned",
+        "--timeout", std::to_string(opts_.start_timeout.count())};
     if (port_ > 0) { // a restart keeps the ports
         a.insert(a.end(), {"--port", std::to_string(port_), "--controller-port",
                            std::to_string(controller_port_)});

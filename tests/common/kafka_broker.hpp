@@ -71,7 +71,11 @@ class KafkaBroker {
     static std::string script();
 
     /** Make the directory; start unless opts.start is false. Throws
-     *  std::runtime_error (with the broker's log tail) on failure. */
+     *  std::runtime_error (with the broker's log tail) on failure. With
+     *  start false the ports are picked here, so that bootstrap() is known
+     *  before start() (they are not held: start() fails if one was taken
+     *  meanwhile); else the first start() picks them, and picks again when
+     *  one was taken. */
     KafkaBroker();
     explicit KafkaBroker(Options opts);
     /** Stops the broker (if running) and removes its directory. */
@@ -97,7 +101,7 @@ class KafkaBroker {
     bool running() const;
 
     std::string host() const { return "127.0.0.1"; }
-    /** The PLAINTEXT listener's port (0 before the first start). */
+    /** The PLAINTEXT listener's port. */
     int port() const { return port_; }
     /** The SSL listener's port, 0 without TLS. */
     int tls_port() const { return tls_port_; }

@@ -3,7 +3,8 @@
 // share/scripts/kafka-broker): it answers on loopback, keeps what it
 // acknowledged across a restart and a crash, its SSL listener is trusted
 // only through its own CA, its directory goes away with it; the script
-// refuses bad input and picks another port when one was taken. Clients are
+// refuses bad input, picks another port when one was taken, and does not
+// outlive a caller killed before it could stop the broker. Clients are
 // librdkafka's, as the transport's will be.
 #include "kafka_broker.hpp"
 
@@ -121,7 +122,7 @@ void create_topic(const std::string &bootstrap, const std::string &topic)
     ASSERT_EQ(failure, "") << "CreateTopics " << topic;
 }
 
-// Produce one record with an idempotent producer; true once the broker
+// Produce one record with an idempotent producer and assert that the broker
 // acknowledged it (its delivery report says so).
 void produce(const std::string &bootstrap, const std::string &topic,
              const std::string &value)
@@ -305,7 +306,38 @@ TEST_F(KafkaBrokerHelper, RestartAndCrashKeepAcknowledgedRecords)
               (std::vector<std::string>{"before-restart", "before-kill"}));
 }
 
+// Clients that start before the broker need its address first.
+TEST(KafkaBrokerFixture, AddressKnownBeforeTheFirstStart)
+{
+    TODD_SKIP_WITHOUT_KAFKA();
+    std::string dir;
+    {
+        KafkaBroker::Options o;
+        o.start = false;
+        KafkaBroker b(o);
+        dir = b.dir();
+        ASSERT_GT(b.port(), 0);
+        EXPECT_FALSE(b.running());
+        std::string r = metadata(b.bootstrap(), {}, 1s);
+        EXPECT_EQ(r.rfind("error ", 0), 0u) << r;
+        const int port = b.port();
+        b.start();
+        EXPECT_EQ(b.port(), port);
+        EXPECT_EQ(metadata(b.bootstrap()), "1@" + b.bootstrap());
+    }
+    EXPECT_FALSE(fs::exists(dir)) << dir;
+}
+
 // --- the script alone -------------------------------------------------
+
+// No process of that pid runs the broker of dir any more (gone, a zombie,
+// or the pid reused by another program).
+bool broker_gone(pid_t pid, const std::string &dir)
+{
+    return todd::test::read_file_if_exists("/proc/" + std::to_string(pid) +
+                                           "/cmdline")
+               .find(dir) == std::string::npos;
+}
 
 todd::test::RunResult script(const std::vector<std::string> &args,
                              const std::vector<std::string> &env = {})
@@ -356,6 +388,29 @@ TEST(KafkaBrokerScript, RefusesBadInputWithAReason)
     EXPECT_FALSE(fs::exists(d));
 }
 
+// 'run' does not outlive its caller: killed before it could stop the broker
+// (a test at its timeout), its broker stops and its directory goes.
+TEST(KafkaBrokerScript, RunCleansUpWhenItsCallerDies)
+{
+    TODD_SKIP_WITHOUT_KAFKA();
+    todd::test::TempDir tmp("todd-kafka-orphan");
+    const std::string d = tmp / "b";
+    todd::test::SpawnOptions so;
+    so.stdout_path = tmp / "out";
+    todd::test::Process caller({"/bin/sh", "-c",
+                                "\"$0\" run \"$1\" --remove-if-orphaned & wait",
+                                KafkaBroker::script(), d},
+                               so);
+    ASSERT_TRUE(caller.wait_output("ready 127.0.0.1:", 120s))
+        << caller.output()
+        << todd::test::read_file_if_exists(d + "/broker.log");
+    pid_t pid = std::stoi(todd::test::read_trimmed(d + "/broker.pid"));
+    caller.kill_now();
+    EXPECT_TRUE(todd::test::eventually([&] { return !fs::exists(d); }, 40s));
+    EXPECT_TRUE(
+        todd::test::eventually([&] { return broker_gone(pid, d); }, 10s));
+}
+
 // A JVM cannot be handed a bound socket, so the script picks free ports and
 // starts again on others when one was taken in between. A python3 first in
 // PATH hands out a port that is already held, then defers to the real one.
@@ -399,14 +454,8 @@ TEST(KafkaBrokerScript, DetachedStartRetriesATakenPortThenStops)
     r = script({"stop", d});
     EXPECT_EQ(r.exit_code, 0) << r.output;
     EXPECT_FALSE(fs::exists(d + "/broker.pid"));
-    EXPECT_TRUE(todd::test::eventually(
-        [&] {
-            return !fs::exists("/proc/" + std::to_string(pid) + "/cmdline") ||
-                   todd::test::read_file_if_exists(
-                       "/proc/" + std::to_string(pid) + "/cmdline")
-                           .find(d) == std::string::npos;
-        },
-        10s));
+    EXPECT_TRUE(
+        todd::test::eventually([&] { return broker_gone(pid, d); }, 10s));
 }
 
 } // namespace
