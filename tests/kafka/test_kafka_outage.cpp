@@ -196,14 +196,13 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingAcknowledged)
         << "more duplicates than uncommitted deliveries and resent tasks";
 }
 
-// The broker is stopped before any instance exists: they start, a
-// subscription and a publish wait, and all of it completes once the broker
-// comes. (The fixture learns its ports on a first start; stopping it at
-// once leaves instances nothing that answers at that address.)
+// No broker yet when the instances start: a subscription and a publish
+// wait, and all of it completes once the broker comes.
 TEST_F(Outage, BrokerAbsentAtStartThenStarted)
 {
-    KafkaBroker broker;
-    broker.stop();
+    KafkaBroker::Options bo;
+    bo.start = false; // its ports are known, nothing listens there yet
+    KafkaBroker broker(bo);
     const std::string q = unique("late");
     StateLog con_states, pub_states;
     auto con = make(opts(broker.bootstrap()), false);
@@ -246,8 +245,9 @@ TEST_F(Outage, BrokerAbsentAtStartThenStarted)
 TEST_F(Outage, ProgramsStartedBeforeTheBrokerRegisterOnceItComes)
 {
     using namespace todd::test::program;
-    KafkaBroker broker;
-    broker.stop();
+    KafkaBroker::Options bo;
+    bo.start = false;
+    KafkaBroker broker(bo);
     todd::test::TempDir dir("todd-kafka-late");
     const std::string opt = dir / "server-opt";
     std::filesystem::create_directories(opt + "/assets/testlets");
