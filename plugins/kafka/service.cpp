@@ -92,6 +92,10 @@ void KafkaTransport::service_loop()
         if (reprobe_)
             connected_ = false;
     }
+    if (describe_q_ != nullptr) {
+        rd_kafka_queue_destroy(describe_q_); // before the producer is
+        describe_q_ = nullptr;
+    }
 }
 
 bool KafkaTransport::probe()
@@ -268,16 +272,21 @@ uint32_t KafkaTransport::home(const std::string &destination,
            static_cast<uint32_t>(t.partitions);
 }
 
+// librdkafka 2.0.2 aborts the process (rd_kafka_enq_once_del_source_return:
+// "Assertion `eonce->refcnt > 0' failed", confluentinc/librdkafka#4605) when
+// a coordinator-targeted admin request such as DescribeConsumerGroups
+// reaches its timeout while it still waits for its coordinator, as it does
+// while the broker is away: when the coordinator is up again, the request
+// is sent with state its timeout already freed. So a describe is asked for
+// only while the cluster answers, with the longest timeout librdkafka
+// allows, and it is never given up: at most one is under way, and the
+// next one waits for its answer. Only an outage longer than this timeout
+// with a describe pending can still meet the bug.
+constexpr int describe_timeout_ms = 3600000;
+
 void KafkaTransport::refresh_routes()
 {
-    // For each destination asked for: its group and home partition.
-    struct Ask {
-        std::string destination, group;
-        int32_t partitions = 0, home = 0;
-        std::vector<int32_t> found;
-    };
-    std::vector<Ask> asks;
-    {
+    if (describe_q_ == nullptr) {
         std::lock_guard<std::mutex> g(svc_mu_);
         // Forget routes nobody used for a while: the cache is bounded by
         // the destinations in use.
@@ -286,33 +295,51 @@ void KafkaTransport::refresh_routes()
             it = now - it->second.used > 30 * s_.route_refresh
                      ? routes_.erase(it)
                      : std::next(it);
+        // For each destination asked for: its group and home partition.
         for (auto it = wanted_.begin();
-             it != wanted_.end() && asks.size() < 1000;
+             it != wanted_.end() && describing_.size() < 1000;
              it = wanted_.erase(it)) {
             const Topic &t = topics_[static_cast<size_t>(topic_index(*it))];
-            asks.push_back({*it,
-                            s_.group_of(*it),
-                            t.partitions,
-                            static_cast<int32_t>(home(*it, t)),
-                            {}});
+            describing_.push_back({*it,
+                                   s_.group_of(*it),
+                                   t.partitions,
+                                   static_cast<int32_t>(home(*it, t)),
+                                   {}});
             asked_.insert(*it);
         }
     }
-    if (asks.empty())
+    if (describing_.empty())
         return;
-    std::map<std::string, Ask *> by_group;
-    std::vector<const char *> ptrs;
-    for (auto &a : asks) {
-        by_group[a.group] = &a;
-        ptrs.push_back(a.group.c_str());
+    const bool first_wait = describe_q_ == nullptr;
+    if (first_wait) {
+        std::vector<const char *> ptrs;
+        for (auto &a : describing_)
+            ptrs.push_back(a.group.c_str());
+        describe_q_ = rd_kafka_queue_new(producer_);
+        AdminOptions opts(rd_kafka_AdminOptions_new(
+            producer_, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS));
+        char err[256];
+        rd_kafka_AdminOptions_set_request_timeout(
+            opts.get(), describe_timeout_ms, err, sizeof err);
+        rd_kafka_DescribeConsumerGroups(producer_, ptrs.data(), ptrs.size(),
+                                        opts.get(), describe_q_);
     }
-    Queue q(rd_kafka_queue_new(producer_));
-    auto opts =
-        admin_options(producer_, RD_KAFKA_ADMIN_OP_DESCRIBECONSUMERGROUPS);
-    rd_kafka_DescribeConsumerGroups(producer_, ptrs.data(), ptrs.size(),
-                                    opts.get(), q.get());
-    Event ev = wait_result(q.get(), stopping_, call_ms + 500);
-    if (ev && rd_kafka_event_error(ev.get()) == RD_KAFKA_RESP_ERR_NO_ERROR) {
+    Event ev = wait_result(describe_q_, stopping_, call_ms + 500);
+    if (!ev) {
+        // Still under way: the destinations without a route use their
+        // home partition meanwhile; the answer is read on a later turn.
+        if (first_wait)
+            apply_routes(describing_, false);
+        return;
+    }
+    rd_kafka_queue_destroy(describe_q_);
+    describe_q_ = nullptr;
+    std::map<std::string, Ask *> by_group;
+    for (auto &a : describing_)
+        by_group[a.group] = &a;
+    const bool answered =
+        rd_kafka_event_error(ev.get()) == RD_KAFKA_RESP_ERR_NO_ERROR;
+    if (answered) {
         size_t n = 0;
         auto **gs = rd_kafka_DescribeConsumerGroups_result_groups(
             rd_kafka_event_DescribeConsumerGroups_result(ev.get()), &n);
@@ -345,20 +372,29 @@ void KafkaTransport::refresh_routes()
             }
         }
     }
+    apply_routes(describing_, true);
+    describing_.clear();
+}
+
+void KafkaTransport::apply_routes(std::vector<Ask> &asks, bool answered)
+{
     std::lock_guard<std::mutex> g(svc_mu_);
     const auto now = Clock::now();
     for (auto &a : asks) {
-        std::sort(a.found.begin(), a.found.end());
-        a.found.erase(std::unique(a.found.begin(), a.found.end()),
-                      a.found.end());
-        if (a.found.empty())
-            a.found.push_back(a.home);
+        if (!answered && routes_.count(a.destination) != 0)
+            continue; // the route it had stays until the answer
+        std::vector<int32_t> found = a.found;
+        std::sort(found.begin(), found.end());
+        found.erase(std::unique(found.begin(), found.end()), found.end());
+        if (found.empty())
+            found.push_back(a.home);
         Route &r = routes_[a.destination];
-        r.partitions = std::move(a.found);
+        r.partitions = std::move(found);
         r.fetched = now;
         if (r.used == Clock::time_point())
             r.used = now;
-        asked_.erase(a.destination);
+        if (answered)
+            asked_.erase(a.destination);
     }
     svc_cv_.notify_all();
 }

@@ -91,7 +91,17 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
     void service_loop();
     bool probe();          // metadata answered: the cluster is reachable
     bool prepare_topics(); // created if asked, partition counts read
-    void refresh_routes(); // one DescribeConsumerGroups for every wanted
+    /** One DescribeConsumerGroups for the wanted destinations, or the
+     *  result of the one under way (see service.cpp). */
+    void refresh_routes();
+    /** A destination whose route is being asked for. */
+    struct Ask {
+        std::string destination, group;
+        int32_t partitions = 0, home = 0;
+        std::vector<int32_t> found;
+    };
+    /** Store the routes the answer (or its absence) gives the asks. */
+    void apply_routes(std::vector<Ask> &asks, bool answered);
     int topic_index(const std::string &destination) const;
     /** The partition a destination's messages use without subscribers. */
     uint32_t home(const std::string &destination, const Topic &t) const;
@@ -177,6 +187,10 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
     std::map<std::string, Route> routes_;
     std::set<std::string> wanted_; // destinations whose route is asked for
     std::set<std::string> asked_;  // being described now
+    // The DescribeConsumerGroups under way (service thread only): at most
+    // one, kept until librdkafka answers it (service.cpp says why).
+    rd_kafka_queue_t *describe_q_ = nullptr;
+    std::vector<Ask> describing_;
 
     std::map<uint64_t, std::unique_ptr<Sub>> subs_;
 };

@@ -8,6 +8,7 @@
 #include "inbox.hpp"
 #include "log_capture.hpp"
 #include "rabbitmq_broker.hpp"
+#include "state_log.hpp"
 
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
@@ -85,60 +86,7 @@ inline std::string read_file(const std::string &path)
 }
 
 /** Waits for conditions on state changes of a transport. */
-class StateLog {
-  public:
-    void attach(Transport &t)
-    {
-        t.on_state(
-            [this](todd::core::LinkState s, int32_t st, const std::string &d) {
-                std::lock_guard g(m_);
-                log_.push_back({s, st, d});
-                cv_.notify_all();
-            });
-    }
-    struct Entry {
-        todd::core::LinkState state;
-        int32_t status;
-        std::string detail;
-    };
-    /** Wait until some entry after index `from` satisfies pred. */
-    template <class P>
-    std::optional<Entry> wait(P pred, size_t from = 0,
-                              std::chrono::milliseconds limit = 60s)
-    {
-        std::unique_lock lk(m_);
-        std::optional<Entry> hit;
-        cv_.wait_for(lk, limit, [&] {
-            for (size_t i = from; i < log_.size(); ++i)
-                if (pred(log_[i])) {
-                    hit = log_[i];
-                    return true;
-                }
-            return false;
-        });
-        return hit;
-    }
-    std::optional<Entry> wait_state(todd::core::LinkState s, size_t from = 0,
-                                    std::chrono::milliseconds limit = 60s)
-    {
-        return wait([&](const Entry &e) { return e.state == s; }, from, limit);
-    }
-    size_t size()
-    {
-        std::lock_guard g(m_);
-        return log_.size();
-    }
-    std::vector<Entry> all()
-    {
-        std::lock_guard g(m_);
-        return log_;
-    }
-
-  private:
-    std::mutex m_;
-    std::condition_variable cv_;
-    std::vector<Entry> log_;
-};
+using todd::test::StateLog;
 
 /** Collects deliveries; its verdict function decides (ack by default). */
 using Inbox = todd::test::DeliveryInbox;

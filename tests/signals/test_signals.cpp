@@ -2,12 +2,15 @@
 // Every program exits within 5 s of SIGTERM (status 0, or todd-comms
 // check's documented 143) whatever its transport is doing: the real
 // todd-server, todd-agent and todd-comms binaries, on loopback, ZeroMQ and
-// RabbitMQ, with a broker that was never there (connects that hang, logins
-// that hang, refused), a private RabbitMQ stopped after the program
-// connected, TLS refused, and ZeroMQ peers gone.
+// RabbitMQ and Kafka, with a broker that was never there (connects that
+// hang, logins that hang, refused), a private broker stopped after the
+// program connected, TLS refused, and ZeroMQ peers gone.
 #include "program.hpp"
 
 #include "rabbitmq_broker.hpp"
+#ifdef TODD_SIGNALS_KAFKA
+#include "kafka_broker.hpp"
+#endif
 
 #include <fstream>
 #include <memory>
@@ -225,6 +228,121 @@ TEST_P(Signals, RabbitmqBrokerStoppedAfterConnect)
         << p->output();
     expect_prompt_exit(*p);
 }
+
+#ifdef TODD_SIGNALS_KAFKA
+// Kafka (built with the plugin only): nothing at the address, an address
+// that accepts connections and never answers, a private broker stopped
+// after the program connected, and TLS with a CA that did not sign the
+// broker.
+Opts kafka_at(int port, Opts more = {})
+{
+    more.insert(more.begin(),
+                "bootstrap_servers=127.0.0.1:" + std::to_string(port));
+    return more;
+}
+
+TEST_P(Signals, KafkaRefusedAndRetrying)
+{
+    TempDir dir;
+    DeadPort refusing = DeadPort::refusing();
+    auto p = run(GetParam(), dir, "kafka", kafka_at(refusing.port()));
+    ASSERT_TRUE(p->wait_output("not answering")) << p->output();
+    expect_prompt_exit(*p);
+}
+
+// SIGTERM in the first connect: start() of the program has not returned.
+TEST_P(Signals, KafkaNeverAnswers)
+{
+    TempDir dir;
+    DeadPort dead(/*full=*/false); // connects, then never a byte
+    auto p = run(GetParam(), dir, "kafka", kafka_at(dead.port()));
+    ASSERT_TRUE(p->wait_output("kafka: link connecting")) << p->output();
+    expect_prompt_exit(*p);
+}
+
+// The connection setup is allowed ten minutes: SIGTERM must not wait for
+// it once the program has finished starting.
+TEST_P(Signals, KafkaNeverAnswersAfterStartReturned)
+{
+    TempDir dir;
+    DeadPort dead(false);
+    auto p = run(GetParam(), dir, "kafka",
+                 kafka_at(dead.port(), {"connect_timeout_ms=600000"}));
+    ASSERT_TRUE(p->wait_output(GetParam() == Prog::agent
+                                   ? "SIGINT or SIGTERM stops"
+                                   : "Serving ToDD Server API",
+                               20s))
+        << name(GetParam()) << " did not finish starting:\n"
+        << p->output();
+    expect_prompt_exit(*p);
+}
+
+TEST_P(Signals, KafkaTlsHandshakeHangs)
+{
+    TempDir dir;
+    DeadPort dead(false);
+    auto p = run(GetParam(), dir, "kafka",
+                 kafka_at(dead.port(), {"security_protocol=ssl",
+                                        "ssl_verify_hostname=false"}));
+    ASSERT_TRUE(p->wait_output("kafka: link connecting")) << p->output();
+    expect_prompt_exit(*p);
+}
+
+TEST_P(Signals, KafkaBrokerStoppedAfterConnect)
+{
+    TODD_SKIP_WITHOUT_KAFKA();
+    todd::test::KafkaBroker broker;
+    TempDir dir;
+    auto p = run(GetParam(), dir, "kafka", kafka_at(broker.port()));
+    ASSERT_TRUE(p->wait_output("kafka: link connected", 60s)) << p->output();
+    size_t mark = p->output_size();
+    broker.stop();
+    ASSERT_TRUE(p->wait_output("kafka: link reconnecting", 60s, mark))
+        << p->output();
+    expect_prompt_exit(*p);
+}
+
+/** One private broker with an SSL listener for the binary, or none when
+ *  no broker can run here. */
+class KafkaTlsBroker {
+  public:
+    static KafkaTlsBroker &get()
+    {
+        static KafkaTlsBroker b;
+        return b;
+    }
+    todd::test::KafkaBroker &broker() { return *broker_; }
+    const todd::test::TestPki &pki() const { return pki_; }
+
+  private:
+    KafkaTlsBroker()
+    {
+        if (todd::test::KafkaBroker::unavailable())
+            return;
+        pki_ = todd::test::make_test_pki(dir_.path());
+        todd::test::KafkaBroker::Options o;
+        o.tls = todd::test::KafkaBroker::Tls::from(pki_);
+        broker_ = std::make_unique<todd::test::KafkaBroker>(o);
+    }
+    TempDir dir_;
+    todd::test::TestPki pki_;
+    std::unique_ptr<todd::test::KafkaBroker> broker_;
+};
+
+TEST_P(Signals, KafkaTlsWrongCa)
+{
+    TODD_SKIP_WITHOUT_KAFKA();
+    auto &tb = KafkaTlsBroker::get();
+    TempDir dir;
+    auto p = run(
+        GetParam(), dir, "kafka",
+        kafka_at(tb.broker().tls_port(), {"security_protocol=ssl",
+                                          "ssl_ca=" + tb.pki().other_ca_cert}));
+    ASSERT_TRUE(p->wait_output("certificate verify failed", 30s))
+        << p->output();
+    expect_prompt_exit(*p);
+}
+#endif
 
 // ZeroMQ: an agent whose server was never there or is gone; a server whose
 // agents are gone.
