@@ -9,6 +9,7 @@
 #include "transport.hpp"
 
 #include <cerrno>
+#include <chrono>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
@@ -18,6 +19,9 @@ namespace todd_kafka {
 using todd::comms::sdk::Error;
 
 namespace {
+
+// How long subscribe waits for the first assignment (see subscribe).
+constexpr std::chrono::milliseconds join_wait{1500};
 
 struct ListDeleter {
     void operator()(rd_kafka_topic_partition_list_t *l) const
@@ -72,9 +76,26 @@ void KafkaTransport::subscribe(const char *destination, uint64_t cookie,
     s->group = s_.group_of(destination);
     s->topic = s_.topic_name(topic_index(destination));
     s->cookie = cookie;
-    if (started_)
-        launch(*s);
+    Sub &sub = *s;
     subs_.emplace(cookie, std::move(s));
+    if (!started_)
+        return; // launched by start
+    try {
+        launch(sub);
+    } catch (...) {
+        subs_.erase(cookie);
+        throw;
+    }
+    // While the cluster answers, return once the group gave this member
+    // its partitions (briefly bounded: a control call must not hold up a
+    // stop), so that a publisher that counts the destination's members
+    // afterwards counts this one. Joining a group with members takes up
+    // to their heartbeat interval.
+    if (connected_) {
+        std::unique_lock<std::mutex> lk(svc_mu_);
+        svc_cv_.wait_for(lk, join_wait,
+                         [&] { return sub.live || stopping_.load(); });
+    }
 }
 
 void KafkaTransport::unsubscribe(uint64_t cookie)
@@ -98,10 +119,6 @@ void KafkaTransport::launch(Sub &s)
                                             "' makes no group id: " + err);
     s.rk = new_handle(RD_KAFKA_CONSUMER, std::move(conf));
     rd_kafka_poll_set_consumer(s.rk);
-    {
-        std::lock_guard<std::mutex> g(svc_mu_);
-        ++joining_;
-    }
     s.thread = std::thread([this, &s] { consume(s); });
 }
 
@@ -116,7 +133,6 @@ void KafkaTransport::finish(Sub &s)
         s.thread.join();
     if (s.rk == nullptr)
         return;
-    mark_live(s); // no longer joining, whether it got there or not
     // With the cluster up, close commits what was settled and leaves the
     // group at once (the others take over the partitions now, not after
     // session_timeout_ms). Without it, close would wait for a coordinator
@@ -173,7 +189,6 @@ void KafkaTransport::mark_live(Sub &s)
     if (s.live)
         return;
     s.live = true;
-    --joining_;
     svc_cv_.notify_all();
 }
 

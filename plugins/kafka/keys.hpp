@@ -32,6 +32,7 @@ inline constexpr todd_comms_config_key kKeys[] = {
     {"publish_timeout_ms", TODD_COMMS_CFG_INT, 0, "10000", "how long a publish waits for the broker's acknowledgement, ms"},
     {"reconnect_max_ms", TODD_COMMS_CFG_INT, 0, "5000", "cap of the exponential reconnect backoff, ms"},
     {"session_timeout_ms", TODD_COMMS_CFG_INT, 0, "10000", "consumer group session timeout: a subscriber that vanished loses its share after this, ms"},
+    {"heartbeat_interval_ms", TODD_COMMS_CFG_INT, 0, "1000", "consumer group heartbeat: a new competing subscriber waits up to this long for the others to make room, ms"},
     {"max_poll_interval_ms", TODD_COMMS_CFG_INT, 0, "300000", "longest one delivery may take before the subscriber is thought dead, ms"},
     {"commit_interval_ms", TODD_COMMS_CFG_INT, 0, "500", "how often settled offsets are committed, ms (a crash redelivers at most this much)"},
     {"linger_ms", TODD_COMMS_CFG_INT, 0, "1", "how long the producer waits to batch messages, ms"},

@@ -135,9 +135,6 @@ uint64_t KafkaTransport::produce(const todd_comms_outgoing &m,
                           std::to_string(s_.publish_timeout.count()) + " ms)";
         return 0;
     }
-    // Not waiting for ever: a subscription that cannot join must not stop
-    // every publish of the instance.
-    wait_joined(std::min(deadline, Clock::now() + std::chrono::seconds(5)));
     const std::string dest = m.destination;
     auto [topic, partition] = route(dest, deadline);
     Headers h(rd_kafka_headers_new(3));

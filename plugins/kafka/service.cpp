@@ -227,13 +227,6 @@ bool KafkaTransport::wait_ready(Clock::time_point deadline)
            ready_ && !stopping_;
 }
 
-void KafkaTransport::wait_joined(Clock::time_point deadline)
-{
-    std::unique_lock<std::mutex> lk(svc_mu_);
-    svc_cv_.wait_until(lk, deadline,
-                       [&] { return joining_ == 0 || stopping_; });
-}
-
 std::pair<const KafkaTransport::Topic *, int32_t>
 KafkaTransport::route(const std::string &destination,
                       Clock::time_point deadline)
@@ -350,6 +343,10 @@ void KafkaTransport::refresh_routes()
                 rd_kafka_ConsumerGroupDescription_error(gs[i]) != nullptr)
                 continue;
             Ask &a = *it->second;
+            const auto state = rd_kafka_ConsumerGroupDescription_state(gs[i]);
+            a.rebalancing =
+                state == RD_KAFKA_CONSUMER_GROUP_STATE_PREPARING_REBALANCE ||
+                state == RD_KAFKA_CONSUMER_GROUP_STATE_COMPLETING_REBALANCE;
             for (size_t k = 0;
                  k < rd_kafka_ConsumerGroupDescription_member_count(gs[i]);
                  ++k) {
@@ -373,7 +370,19 @@ void KafkaTransport::refresh_routes()
         }
     }
     apply_routes(describing_, true);
+    // A group mid-rebalance has members without partitions yet: ask again
+    // shortly, so the route soon counts every member.
+    std::vector<std::string> again;
+    for (auto &a : describing_)
+        if (a.rebalancing)
+            again.push_back(a.destination);
     describing_.clear();
+    if (!again.empty()) {
+        std::unique_lock<std::mutex> lk(svc_mu_);
+        svc_cv_.wait_for(lk, std::chrono::milliseconds(50),
+                         [&] { return stopping_.load(); });
+        wanted_.insert(again.begin(), again.end());
+    }
 }
 
 void KafkaTransport::apply_routes(std::vector<Ask> &asks, bool answered)
@@ -383,6 +392,12 @@ void KafkaTransport::apply_routes(std::vector<Ask> &asks, bool answered)
     for (auto &a : asks) {
         if (!answered && routes_.count(a.destination) != 0)
             continue; // the route it had stays until the answer
+        // A first publisher waits (briefly, in route) for a settled group
+        // rather than route by a half-made assignment.
+        if (a.rebalancing && routes_.count(a.destination) == 0) {
+            asked_.erase(a.destination);
+            continue;
+        }
         std::vector<int32_t> found = a.found;
         std::sort(found.begin(), found.end());
         found.erase(std::unique(found.begin(), found.end()), found.end());

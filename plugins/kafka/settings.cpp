@@ -191,6 +191,11 @@ Settings parse_settings(const Config &c)
     s.publish_timeout = ms(c, "publish_timeout_ms", 100, 3600000);
     s.reconnect_max = ms(c, "reconnect_max_ms", 10, 3600000);
     s.session_timeout = ms(c, "session_timeout_ms", 1000, 3600000);
+    s.heartbeat = ms(c, "heartbeat_interval_ms", 100, 3600000);
+    if (s.heartbeat >= s.session_timeout)
+        refuse("heartbeat_interval_ms",
+               "is not shorter than session_timeout_ms (a member would "
+               "time out between two heartbeats)");
     s.max_poll_interval = ms(c, "max_poll_interval_ms", 1000, 86400000);
     if (s.max_poll_interval < s.session_timeout)
         refuse("max_poll_interval_ms",
@@ -258,9 +263,8 @@ ConfPtr make_conf(const Settings &s, Role role)
         set(c, "auto.offset.reset", "earliest", "topic_prefix");
         set(c, "session.timeout.ms", count(s.session_timeout),
             "session_timeout_ms");
-        set(c, "heartbeat.interval.ms",
-            count(std::max(milliseconds(100), s.session_timeout / 3)),
-            "session_timeout_ms");
+        set(c, "heartbeat.interval.ms", count(s.heartbeat),
+            "heartbeat_interval_ms");
         set(c, "max.poll.interval.ms", count(s.max_poll_interval),
             "max_poll_interval_ms");
         // Bound the prefetch: an agent reads a whole topic's traffic.

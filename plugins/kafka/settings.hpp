@@ -30,8 +30,8 @@ struct Settings {
     std::string ssl_ca, ssl_cert, ssl_key, ssl_key_password;
     bool ssl_verify_hostname = true;
     milliseconds connect_timeout{0}, publish_timeout{0}, reconnect_max{0},
-        session_timeout{0}, max_poll_interval{0}, commit_interval{0}, linger{0},
-        route_refresh{0};
+        session_timeout{0}, heartbeat{0}, max_poll_interval{0},
+        commit_interval{0}, linger{0}, route_refresh{0};
     std::string debug;
 
     /** The name of message topic i. */

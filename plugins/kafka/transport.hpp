@@ -99,6 +99,7 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
         std::string destination, group;
         int32_t partitions = 0, home = 0;
         std::vector<int32_t> found;
+        bool rebalancing = false; // the answer is of a group mid-rebalance
     };
     /** Store the routes the answer (or its absence) gives the asks. */
     void apply_routes(std::vector<Ask> &asks, bool answered);
@@ -108,10 +109,6 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
     /** Wait (bounded by deadline) until the topics are known; false when
      *  stopping or past the deadline. */
     bool wait_ready(Clock::time_point deadline);
-    /** Wait (bounded by deadline) until every subscription of this
-     *  instance has its partitions: a publish travels behind the
-     *  subscriptions made before it (and so counts their members). */
-    void wait_joined(Clock::time_point deadline);
     /** The topic and partition of the next message to destination. */
     std::pair<const Topic *, int32_t> route(const std::string &destination,
                                             Clock::time_point deadline);
@@ -181,7 +178,6 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
     std::mutex svc_mu_;
     std::condition_variable svc_cv_;
     bool ready_ = false;   // topics_ is filled
-    int joining_ = 0;      // subscriptions not assigned partitions yet
     bool reprobe_ = false; // a handle reported every broker down
     std::vector<Topic> topics_;
     std::map<std::string, Route> routes_;
