@@ -476,7 +476,7 @@ std::optional<Broker> open_broker(std::string &why)
             why = "TODD_BENCH_KAFKA_BOOTSTRAP='" + s + "' is not host:port";
             return std::nullopt;
         }
-        return Broker{s, port, nullptr};
+        return Broker{s, port, 0, nullptr};
     }
 #ifdef KBENCH_PRIVATE_BROKER
     if (auto w = todd::test::KafkaBroker::unavailable()) {
@@ -484,13 +484,18 @@ std::optional<Broker> open_broker(std::string &why)
         return std::nullopt;
     }
     auto broker = std::make_shared<todd::test::KafkaBroker>();
-    std::string bs = broker->bootstrap();
-    return Broker{bs, std::atoi(bs.c_str() + bs.rfind(':') + 1), broker};
+    return Broker{broker->bootstrap(), broker->port(), broker->pid(), broker};
 #else
     why = "no private broker in this tree (tests/common/kafka_broker.hpp): "
           "set TODD_BENCH_KAFKA_BOOTSTRAP=host:port";
     return std::nullopt;
 #endif
+}
+
+bool kafka_required()
+{
+    const char *v = std::getenv("TODD_REQUIRE_KAFKA");
+    return v != nullptr && *v != '\0' && std::string(v) != "0";
 }
 
 std::string fresh_prefix(const std::string &tag)

@@ -18,6 +18,7 @@
 #include <memory>
 #include <optional>
 #include <string>
+#include <sys/types.h>
 #include <vector>
 
 namespace kbench {
@@ -161,14 +162,21 @@ int64_t committed(rd_kafka_t *group_handle, const std::string &topic,
 struct Broker {
     std::string bootstrap; ///< 127.0.0.1:P
     int port = 0;
+    pid_t pid = 0;               ///< its JVM when started here, else 0
     std::shared_ptr<void> owned; ///< the private broker, when started here
 };
 
 /**
  * TODD_BENCH_KAFKA_BOOTSTRAP=host:port when set, else a private broker from
- * tests/common/kafka_broker.hpp. nullopt, with why, when neither can be had.
+ * tests/common/kafka_broker.hpp (started here, removed when the last copy
+ * of Broker goes). nullopt, with why, when neither can be had; throws when
+ * the private broker fails to start.
  */
 std::optional<Broker> open_broker(std::string &why);
+
+/** TODD_REQUIRE_KAFKA is set to something other than "" or "0" (CI): no
+ *  broker is then a failure, not a skip. */
+bool kafka_required();
 
 /** A topic prefix no earlier run used: `<tag><pid>-<n>.` */
 std::string fresh_prefix(const std::string &tag);

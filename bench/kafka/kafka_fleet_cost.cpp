@@ -638,16 +638,23 @@ int main(int argc, char **argv)
                                                   : todd::log::Level::trace);
     raise_fd_limit(); // before a private broker starts: it inherits it
     std::string why;
-    auto broker = open_broker(why);
+    std::optional<Broker> broker;
+    try {
+        broker = open_broker(why);
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "bench-kafka-fleet: the broker: %s\n", e.what());
+        return 2;
+    }
     if (!broker) {
-        const char *req = std::getenv("TODD_REQUIRE_KAFKA");
-        const bool required = req != nullptr && std::string(req) == "1";
+        const bool required = kafka_required();
         std::fprintf(stderr, "bench-kafka-fleet: %s: %s\n",
-                     required ? "no broker (TODD_REQUIRE_KAFKA=1)" : "skipped",
+                     required ? "no broker (TODD_REQUIRE_KAFKA is set)"
+                              : "skipped",
                      why.c_str());
         return required ? 2 : 77;
     }
-    const pid_t jvm = listener_of(broker->port);
+    const pid_t jvm =
+        broker->pid != 0 ? broker->pid : listener_of(broker->port);
     std::printf("bench-kafka-fleet: broker %s (pid %s), load %s\n",
                 broker->bootstrap.c_str(),
                 jvm ? std::to_string(jvm).c_str() : "not found here",
