@@ -29,6 +29,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <sys/resource.h>
 #include <thread>
 #include <vector>
 
@@ -62,6 +63,19 @@ struct Params {
 {
     throw std::runtime_error(what);
 }
+
+/** CPU seconds this process used so far (every thread: ours, the
+ *  plugin's, librdkafka's). */
+double cpu_now()
+{
+    rusage u{};
+    getrusage(RUSAGE_SELF, &u);
+    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
+           double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
+}
+
+/** CPU microseconds per item of the last measurement (its timed part). */
+double last_cpu_us = 0;
 
 /** Topics and groups of one measurement, removed when it ends. */
 struct Scratch {
@@ -133,12 +147,13 @@ double raw_publish(rd_kafka_t *admin, const std::string &bs, int n, int batch)
     RawProducer p(bs);
     p.produce(topic, part, dest, body); // metadata, producer id
     p.wait(p.sent);
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_now();
     for (int i = 0; i < n; ++i) {
         for (int k = 0; k < batch; ++k)
             p.produce(topic, part, dest, body);
         p.wait(p.sent);
     }
+    last_cpu_us = (cpu_now() - c0) * 1e6 / (double(n) * batch);
     return double(n) * batch / (now_s() - t0);
 }
 
@@ -149,9 +164,10 @@ double plugin_publish_each(rd_kafka_t *admin, const std::string &bs, int n)
     Comms comms(started_transport(plugin_options(bs, sc.prefix)));
     const std::string dest = "bench-pub";
     comms.send_raw(dest, body); // the route, the producer id
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_now();
     for (int i = 0; i < n; ++i)
         comms.send_raw(dest, body);
+    last_cpu_us = (cpu_now() - c0) * 1e6 / n;
     return n / (now_s() - t0);
 }
 
@@ -163,11 +179,12 @@ double plugin_publish_batch(rd_kafka_t *admin, const std::string &bs, int n)
     const std::string dest = "bench-pub";
     std::vector<std::pair<std::string, std::string>> batch(100, {dest, body});
     t->publish(dest, body);
-    const double t0 = now_s();
+    const double t0 = now_s(), c0 = cpu_now();
     for (int i = 0; i < n; ++i)
         for (int32_t st : t->publish_batch(batch))
             if (st != TODD_COMMS_OK)
                 fail("publish_batch: status " + std::to_string(st));
+    last_cpu_us = (cpu_now() - c0) * 1e6 / (n * 100.0);
     return n * 100.0 / (now_s() - t0);
 }
 
@@ -224,12 +241,12 @@ ConsumeResult raw_consume(rd_kafka_t *admin, const std::string &bs, int n,
     create_topics(admin, sc.topics, kPartitions);
     fill(bs, sc.prefix, n);
     const double t0 = now_s();
-    double first = 0;
+    double first = 0, c0 = 0;
     Handle c = raw_consumer(bs, group, topic);
     for (int got = 0; got < n; ++got) {
         rd_kafka_message_t *m = next_message(c.get(), 30s);
         if (got == 0)
-            first = now_s();
+            first = now_s(), c0 = cpu_now();
         if (m->len != body.size() || (headers && !read_headers(m)))
             fail("raw consume: a body of " + std::to_string(m->len) +
                  " bytes, or another destination's record");
@@ -241,6 +258,7 @@ ConsumeResult raw_consume(rd_kafka_t *admin, const std::string &bs, int n,
     if (e != RD_KAFKA_RESP_ERR_NO_ERROR && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
         fail(std::string("raw commit: ") + rd_kafka_err2str(e));
     const double end = now_s();
+    last_cpu_us = (cpu_now() - c0) * 1e6 / (n - 1);
     if (committed(c.get(), topic, home_of(consume_dest)) != n)
         fail("raw consume: the committed offset is not the end");
     return {first - t0, (n - 1) / (end - first)};
@@ -262,13 +280,13 @@ ConsumeResult plugin_consume(rd_kafka_t *admin, const std::string &bs, int n)
     committed(reader.get(), topic, home_of(consume_dest)); // coordinator
     std::atomic<int> got{0};
     std::atomic<bool> bad{false};
-    std::atomic<double> first{0};
+    std::atomic<double> first{0}, c0{0};
     Counter done;
     const double t0 = now_s();
     auto sub = t->subscribe(consume_dest, [&](const Delivery &d) {
         const int k = ++got;
         if (k == 1)
-            first = now_s();
+            first = now_s(), c0 = cpu_now();
         if (d.payload.size() != body.size())
             bad = true;
         if (k == n)
@@ -285,6 +303,7 @@ ConsumeResult plugin_consume(rd_kafka_t *admin, const std::string &bs, int n)
         std::this_thread::sleep_for(1ms); // paces the OffsetFetch requests
     }
     const double end = now_s();
+    last_cpu_us = (cpu_now() - c0) * 1e6 / (n - 1);
     if (bad)
         fail("plugin consume: a body of the wrong size");
     return {first - t0, (n - 1) / (end - first)};
@@ -312,8 +331,11 @@ std::vector<double> raw_round_trip(rd_kafka_t *admin, const std::string &bs,
     Handle agent_in = raw_consumer(bs, sc.groups[0], ttopic);
     Handle server_in = raw_consumer(bs, sc.groups[1], rtopic);
     std::vector<double> us;
+    double c0 = 0;
     for (int i = -1; i < n; ++i) { // the first one warms up (group joins)
         const auto limit = i < 0 ? 30000ms : 10000ms;
+        if (i == 0)
+            c0 = cpu_now();
         const double t0 = now_s();
         server.produce(ttopic, home_of(task_dest), task_dest, body);
         server.wait(server.sent);
@@ -328,6 +350,7 @@ std::vector<double> raw_round_trip(rd_kafka_t *admin, const std::string &bs,
         if (i >= 0)
             us.push_back((now_s() - t0) * 1e6);
     }
+    last_cpu_us = (cpu_now() - c0) * 1e6 / n;
     return us;
 }
 
@@ -353,7 +376,10 @@ std::vector<double> plugin_round_trip(rd_kafka_t *admin, const std::string &bs,
             return Verdict::ack;
         });
     std::vector<double> us;
+    double c0 = 0;
     for (int i = -1; i < n; ++i) {
+        if (i == 0)
+            c0 = cpu_now();
         const double t0 = now_s();
         server.send_raw(task_dest, body);
         if (!replies.wait(uint64_t(i + 2), i < 0 ? 30000ms : 10000ms))
@@ -361,6 +387,7 @@ std::vector<double> plugin_round_trip(rd_kafka_t *admin, const std::string &bs,
         if (i >= 0)
             us.push_back((now_s() - t0) * 1e6);
     }
+    last_cpu_us = (cpu_now() - c0) * 1e6 / n;
     tasks.reset();
     answers.reset();
     return us;
@@ -401,11 +428,17 @@ std::string loadavg()
     return a + " " + b + " " + c;
 }
 
+/** One line of the table: a figure per run of each side. */
 struct Row {
+    Row(std::string n, const char *f, bool g = false)
+        : name(std::move(n)), fmt(f), goal(g)
+    {
+    }
     std::string name;
-    std::vector<double> raw, plugin;
     const char *fmt;
-    bool goal = false; // plugin/raw of the medians >= 0.9
+    bool goal; // plugin/raw of the medians >= 0.9
+    std::vector<double> raw, plugin;
+    std::vector<double> raw_cpu, plugin_cpu; // CPU us per item
 };
 
 /** Run raw and plugin `runs` times, alternating which goes first. */
@@ -418,6 +451,7 @@ void pair_runs(const Params &p, const char *name, R raw, P plugin, Row &row)
             const bool is_raw = (side == 0) == raw_first;
             double v = is_raw ? raw() : plugin();
             (is_raw ? row.raw : row.plugin).push_back(v);
+            (is_raw ? row.raw_cpu : row.plugin_cpu).push_back(last_cpu_us);
             std::fprintf(stderr, "  %-22s run %d %-6s ", name, r + 1,
                          is_raw ? "raw" : "plugin");
             std::fprintf(stderr, row.fmt, v);
@@ -504,7 +538,7 @@ int main(int argc, char **argv)
             return p.only.empty() || p.only == k;
         };
         if (want("each")) {
-            Row r{"publish, wait each (msg/s)", {}, {}, "%.0f", true};
+            Row r{"publish, wait each (msg/s)", "%.0f", true};
             pair_runs(
                 p, "publish each",
                 [&] { return raw_publish(ad, bs, p.each, 1); },
@@ -512,7 +546,7 @@ int main(int argc, char **argv)
             rows.push_back(r);
         }
         if (want("batch")) {
-            Row r{"publish, batches of 100 (msg/s)", {}, {}, "%.0f", true};
+            Row r{"publish, batches of 100 (msg/s)", "%.0f", true};
             pair_runs(
                 p, "publish batch 100",
                 [&] { return raw_publish(ad, bs, p.batches, 100); },
@@ -520,8 +554,8 @@ int main(int argc, char **argv)
             rows.push_back(r);
         }
         if (want("consume")) {
-            Row r{"consume + commit (msg/s)", {}, {}, "%.0f", true},
-                join{"consume: subscribe to 1st (ms)", {}, {}, "%.0f"};
+            Row r{"consume + commit (msg/s)", "%.0f", true},
+                join{"consume: subscribe to 1st (ms)", "%.0f"};
             pair_runs(
                 p, "consume + commit",
                 [&] {
@@ -540,18 +574,20 @@ int main(int argc, char **argv)
             // The plugin must read each record's headers (destination,
             // time-to-live, content type): the same raw loop doing so
             // shows what the rest of the plugin and core cost.
-            Row h{"  raw reading the headers too", {}, {}, "%.0f"};
+            Row h{"  raw reading the headers too", "%.0f"};
             for (int k = 0; k < p.runs; ++k) {
                 h.raw.push_back(raw_consume(ad, bs, p.consume, true).rate);
+                h.raw_cpu.push_back(last_cpu_us);
                 std::fprintf(stderr, "  %-22s run %d %-6s %.0f\n",
                              "consume + headers", k + 1, "raw", h.raw.back());
             }
             h.plugin = r.plugin;
+            h.plugin_cpu = r.plugin_cpu;
             rows.push_back(h);
         }
         if (want("rtt")) {
-            Row p50{"round trip p50 (us)", {}, {}, "%.0f"},
-                p99{"round trip p99 (us)", {}, {}, "%.0f"};
+            Row p50{"round trip p50 (us)", "%.0f"},
+                p99{"round trip p99 (us)", "%.0f"};
             pair_runs(
                 p, "round trip p99 (us)",
                 [&] {
@@ -580,6 +616,14 @@ int main(int argc, char **argv)
                     spread(r.raw, r.fmt).c_str(),
                     spread(r.plugin, r.fmt).c_str(),
                     median(r.plugin) / median(r.raw));
+    std::printf("\n%-34s %-30s %-30s %8s\n", "CPU us per item (this process)",
+                "raw", "plugin", "ratio");
+    for (const auto &r : rows)
+        if (!r.raw_cpu.empty() && !r.plugin_cpu.empty())
+            std::printf("%-34s %-30s %-30s %8.2f\n", r.name.c_str(),
+                        spread(r.raw_cpu, "%.1f").c_str(),
+                        spread(r.plugin_cpu, "%.1f").c_str(),
+                        median(r.plugin_cpu) / median(r.raw_cpu));
     std::vector<double> all_raw, all_plugin;
     for (auto &v : rtt_raw)
         all_raw.insert(all_raw.end(), v.begin(), v.end());
