@@ -52,11 +52,11 @@ const std::string body = [] {
 
 struct Params {
     int runs = 5;
-    int each = 500;      // publishes, one report awaited at a time
-    int batches = 200;   // batches of 100
-    int consume = 20000; // messages consumed and committed
-    int rtt = 300;       // round trips
-    std::string only;    // one pair: each, batch, consume or rtt
+    int each = 500;       // publishes, one report awaited at a time
+    int batches = 200;    // batches of 100
+    int consume = 200000; // messages consumed and committed
+    int rtt = 300;        // round trips
+    std::string only;     // one pair: each, batch, consume or rtt
 };
 
 [[noreturn]] void fail(const std::string &what)

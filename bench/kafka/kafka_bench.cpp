@@ -154,8 +154,8 @@ std::map<std::string, std::string> raw_properties(const std::string &bootstrap,
         p["session.timeout.ms"] = "10000";
         p["heartbeat.interval.ms"] = "3333";
         p["max.poll.interval.ms"] = "300000";
-        p["queued.min.messages"] = "1000";
-        p["queued.max.messages.kbytes"] = "8192";
+        p["queued.min.messages"] = "100000";
+        p["queued.max.messages.kbytes"] = "65536";
     }
     if (!group.empty())
         p["group.id"] = group;
