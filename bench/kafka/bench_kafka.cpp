@@ -16,7 +16,6 @@
 #include "kafka_bench.hpp"
 
 #include <todd/core/comms.hpp>
-#include <todd/core/log.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -42,13 +41,7 @@ using todd::core::Verdict;
 
 namespace {
 
-const std::string body = [] {
-    std::string b(256, 'x');
-    const char head[] = "{\"seq\":0000000000,\"pad\":\"";
-    b.replace(0, sizeof head - 1, head);
-    b.replace(254, 2, "\"}");
-    return b;
-}();
+const std::string body(256, 'b'); // what the bytes are does not matter
 
 struct Params {
     int runs = 5;
@@ -420,14 +413,6 @@ std::string spread(const std::vector<double> &v, const char *fmt)
     return b;
 }
 
-std::string loadavg()
-{
-    std::ifstream f("/proc/loadavg");
-    std::string a, b, c;
-    f >> a >> b >> c;
-    return a + " " + b + " " + c;
-}
-
 /** One line of the table: a figure per run of each side. */
 struct Row {
     Row(std::string n, const char *f, bool g = false)
@@ -502,24 +487,10 @@ int main(int argc, char **argv)
         }
         *field = int(v);
     }
-    todd::log::set_level(debug_contexts().empty() ? todd::log::Level::warn
-                                                  : todd::log::Level::trace);
-    std::string why;
-    std::optional<Broker> broker;
-    try {
-        broker = open_broker(why);
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "bench-kafka: the broker: %s\n", e.what());
-        return 2;
-    }
-    if (!broker) {
-        const bool required = kafka_required();
-        std::fprintf(stderr, "bench-kafka: %s: %s\n",
-                     required ? "no broker (TODD_REQUIRE_KAFKA is set)"
-                              : "skipped",
-                     why.c_str());
-        return required ? 2 : 77;
-    }
+    int status = 0;
+    auto broker = broker_for("bench-kafka", status);
+    if (!broker)
+        return status;
     const std::string bs = broker->bootstrap;
     std::printf("bench-kafka: broker %s, %d runs per pair, load %s\n",
                 bs.c_str(), p.runs, loadavg().c_str());

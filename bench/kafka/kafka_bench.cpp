@@ -7,9 +7,13 @@
 #define KBENCH_PRIVATE_BROKER 1
 #endif
 
+#include <todd/core/log.hpp>
+
 #include <atomic>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
+#include <fstream>
 #include <mutex>
 #include <stdexcept>
 #include <thread>
@@ -472,10 +476,9 @@ std::optional<Broker> open_broker(std::string &why)
         auto colon = s.rfind(':');
         int port =
             colon == std::string::npos ? 0 : std::atoi(s.c_str() + colon + 1);
-        if (port <= 0 || port > 65535) {
-            why = "TODD_BENCH_KAFKA_BOOTSTRAP='" + s + "' is not host:port";
-            return std::nullopt;
-        }
+        if (port <= 0 || port > 65535)
+            fail("TODD_BENCH_KAFKA_BOOTSTRAP='" + s +
+                 "' is not host:port (e.g. 127.0.0.1:9092)");
         return Broker{s, port, 0, nullptr};
     }
 #ifdef KBENCH_PRIVATE_BROKER
@@ -490,6 +493,38 @@ std::optional<Broker> open_broker(std::string &why)
           "set TODD_BENCH_KAFKA_BOOTSTRAP=host:port";
     return std::nullopt;
 #endif
+}
+
+std::optional<Broker> broker_for(const char *program, int &status)
+{
+    todd::log::set_level(debug_contexts().empty() ? todd::log::Level::warn
+                                                  : todd::log::Level::trace);
+    std::string why;
+    std::optional<Broker> broker;
+    try {
+        broker = open_broker(why);
+    } catch (const std::exception &e) {
+        std::fprintf(stderr, "%s: the broker: %s\n", program, e.what());
+        status = 2;
+        return std::nullopt;
+    }
+    if (!broker) {
+        const bool required = kafka_required();
+        std::fprintf(stderr, "%s: %s: %s\n", program,
+                     required ? "no broker (TODD_REQUIRE_KAFKA is set)"
+                              : "skipped",
+                     why.c_str());
+        status = required ? 2 : 77;
+    }
+    return broker;
+}
+
+std::string loadavg()
+{
+    std::ifstream f("/proc/loadavg");
+    std::string a, b, c;
+    f >> a >> b >> c;
+    return a + " " + b + " " + c;
 }
 
 bool kafka_required()

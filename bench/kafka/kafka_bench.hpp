@@ -34,7 +34,9 @@ double now_s();
 /** The plugin's defaults that decide where a destination lives. */
 constexpr int kTopics = 8, kPartitions = 4;
 
-/** FNV-1a 32 (docs/kafka.md): the plugin's destination hash. */
+/** FNV-1a 32, the plugin's destination hash: written down in docs/kafka.md
+ *  for every peer, and repeated here because the plugin exports nothing
+ *  but its descriptor. */
 uint32_t destination_hash(const std::string &destination);
 /** `<prefix>messages.<n>` holding destination's records. */
 std::string topic_of(const std::string &prefix, const std::string &dest);
@@ -169,10 +171,21 @@ struct Broker {
 /**
  * TODD_BENCH_KAFKA_BOOTSTRAP=host:port when set, else a private broker from
  * tests/common/kafka_broker.hpp (started here, removed when the last copy
- * of Broker goes). nullopt, with why, when neither can be had; throws when
- * the private broker fails to start.
+ * of Broker goes). nullopt, with why, when no private broker can run here;
+ * throws when the variable is not host:port or the broker fails to start.
  */
 std::optional<Broker> open_broker(std::string &why);
+
+/**
+ * The broker a benchmark main() runs on (open_broker), with core's log
+ * level set (trace under TODD_BENCH_KAFKA_DEBUG, else warn). Without one,
+ * nullopt with the reason printed as program's and status set to return:
+ * 77 (skipped), or 2 when it failed to start or TODD_REQUIRE_KAFKA is set.
+ */
+std::optional<Broker> broker_for(const char *program, int &status);
+
+/** /proc/loadavg's three averages, "1.0 2.0 3.0". */
+std::string loadavg();
 
 /** TODD_REQUIRE_KAFKA is set to something other than "" or "0" (CI): no
  *  broker is then a failure, not a skip. */

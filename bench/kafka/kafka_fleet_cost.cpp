@@ -16,15 +16,13 @@
 //  - stopping the N agents.
 // See docs/benchmarks/kafka.md.
 //
-//   bench-kafka-fleet N [N...]      (default: 100 1000)
+//   bench-kafka-fleet N [N...]      (default: 100 300)
 //
 // Exit: 0 done, 2 an error, 77 no broker (a failure with
 // TODD_REQUIRE_KAFKA=1).
 #include "kafka_bench.hpp"
 
 #include <rabbitmq_broker.hpp> // run_capture
-
-#include <todd/core/log.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -527,10 +525,10 @@ void print(const std::vector<Figures> &fs, const std::string &broker)
         "start -> every agent has it (s)", [](F f) { return f.live_s; },
         "%.2f");
     row(
-        "  first wave of 100: start -> live (s)",
+        "  first wave (<= 100 agents): start -> live (s)",
         [](F f) { return f.waves_s.front(); }, "%.2f");
     row(
-        "  last wave of 100: start -> live (s)",
+        "  last wave (<= 100 agents): start -> live (s)",
         [](F f) { return f.waves_s.back(); }, "%.2f");
     row(
         "one more agent, start -> live (ms, median of 3)",
@@ -608,14 +606,6 @@ void print(const std::vector<Figures> &fs, const std::string &broker)
         "%.2f");
 }
 
-std::string loadavg()
-{
-    std::ifstream f("/proc/loadavg");
-    std::string a, b, c;
-    f >> a >> b >> c;
-    return a + " " + b + " " + c;
-}
-
 } // namespace
 
 int main(int argc, char **argv)
@@ -633,26 +623,12 @@ int main(int argc, char **argv)
         ns.push_back(int(v));
     }
     if (ns.empty())
-        ns = {100, 1000};
-    todd::log::set_level(debug_contexts().empty() ? todd::log::Level::warn
-                                                  : todd::log::Level::trace);
+        ns = {100, 300};
     raise_fd_limit(); // before a private broker starts: it inherits it
-    std::string why;
-    std::optional<Broker> broker;
-    try {
-        broker = open_broker(why);
-    } catch (const std::exception &e) {
-        std::fprintf(stderr, "bench-kafka-fleet: the broker: %s\n", e.what());
-        return 2;
-    }
-    if (!broker) {
-        const bool required = kafka_required();
-        std::fprintf(stderr, "bench-kafka-fleet: %s: %s\n",
-                     required ? "no broker (TODD_REQUIRE_KAFKA is set)"
-                              : "skipped",
-                     why.c_str());
-        return required ? 2 : 77;
-    }
+    int status = 0;
+    auto broker = broker_for("bench-kafka-fleet", status);
+    if (!broker)
+        return status;
     const pid_t jvm =
         broker->pid != 0 ? broker->pid : listener_of(broker->port);
     std::printf("bench-kafka-fleet: broker %s (pid %s), load %s\n",
