@@ -3,11 +3,13 @@
 // consumer group, subscribed to the destination's message topic. Its thread
 // skips the records of other destinations and expired ones, delivers the
 // rest one at a time, and stores the offset after the host's verdict (the
-// handle commits stored offsets every commit_interval_ms and when it
+// thread commits stored offsets when it has nothing more to deliver, at
+// most every 50 ms; the handle every commit_interval_ms and when it
 // closes). A requeue seeks the partition back to the message, so it comes
 // again, flagged, before anything after it.
 #include "transport.hpp"
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstdlib>
@@ -163,6 +165,12 @@ void KafkaTransport::consume(Sub &s)
                     rd_kafka_err2str(err));
         return;
     }
+    // Settled offsets are committed once nothing more is waiting, rather
+    // than at the next auto-commit (up to commit_interval_ms later), but
+    // at most once per commit_gap: a steady trickle of messages does not
+    // cost a commit request each.
+    const auto commit_gap = std::min(s_.commit_interval, milliseconds(50));
+    Clock::time_point last_commit;
     while (!s.stop) {
         if (!s.live) {
             rd_kafka_topic_partition_list_t *a = nullptr;
@@ -172,9 +180,25 @@ void KafkaTransport::consume(Sub &s)
             if (a != nullptr)
                 rd_kafka_topic_partition_list_destroy(a);
         }
-        rd_kafka_message_t *m = rd_kafka_consumer_poll(s.rk, s.live ? 100 : 10);
-        if (m == nullptr)
+        int wait_ms = s.live ? 100 : 10;
+        if (s.uncommitted) {
+            const auto left = commit_gap - (Clock::now() - last_commit);
+            wait_ms =
+                left.count() <= 0
+                    ? 0
+                    : std::min(
+                          wait_ms,
+                          int(std::chrono::ceil<milliseconds>(left).count()));
+        }
+        rd_kafka_message_t *m = rd_kafka_consumer_poll(s.rk, wait_ms);
+        if (m == nullptr) {
+            if (s.uncommitted && Clock::now() - last_commit >= commit_gap) {
+                rd_kafka_commit(s.rk, nullptr, 1); // async
+                s.uncommitted = false;
+                last_commit = Clock::now();
+            }
             continue;
+        }
         if (m->err != RD_KAFKA_RESP_ERR_NO_ERROR)
             on_error(true, m->err, rd_kafka_message_errstr(m));
         else
@@ -207,6 +231,7 @@ void KafkaTransport::handle(Sub &s, rd_kafka_message_t *m)
                         topic, int(m->partition), (long long)m->offset,
                         rd_kafka_err2str(err));
         s.requeued.erase({m->partition, m->offset});
+        s.uncommitted = true;
     };
     rd_kafka_headers_t *hs = nullptr;
     rd_kafka_message_headers(m, &hs);

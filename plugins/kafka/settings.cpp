@@ -267,9 +267,15 @@ ConfPtr make_conf(const Settings &s, Role role)
             "heartbeat_interval_ms");
         set(c, "max.poll.interval.ms", count(s.max_poll_interval),
             "max_poll_interval_ms");
-        // Bound the prefetch: an agent reads a whole topic's traffic.
-        set(c, "queued.min.messages", "1000", "topic_prefix");
-        set(c, "queued.max.messages.kbytes", "8192", "topic_prefix");
+        // Bound the prefetch (an agent reads a whole topic's traffic), but
+        // not below what a subscription drains in a second: librdkafka 2.0
+        // stops fetching a partition whose queue is over either bound and
+        // looks again only ~1 s later (fetch.queue.backoff.ms came in 2.2),
+        // so a bound of 1000 messages capped a subscription at about one
+        // fetch (3,000 small records) a second. The byte bound is what
+        // limits memory; the message count is librdkafka's default.
+        set(c, "queued.min.messages", "100000", "topic_prefix");
+        set(c, "queued.max.messages.kbytes", "65536", "topic_prefix");
     }
     return conf;
 }

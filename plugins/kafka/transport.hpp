@@ -140,7 +140,8 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
         rd_kafka_t *rk = nullptr;
         std::thread thread;
         std::atomic<bool> stop{false};
-        bool live = false; // has had an assignment (under svc_mu_)
+        bool live = false;        // has had an assignment (under svc_mu_)
+        bool uncommitted = false; // offsets stored since the last commit
         // (partition, offset) of requeued messages: flagged when they
         // come again.
         std::set<std::pair<int32_t, int64_t>> requeued;
