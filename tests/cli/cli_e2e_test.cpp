@@ -11,10 +11,26 @@
 #include "process.hpp"
 #include "temp_dir.hpp"
 
+// A broker build: the broker, and the programs' options that reach it.
 #if defined(TODD_CLI_E2E_BROKER_RABBITMQ)
 #include <rabbitmq_broker.hpp>
+#define SKIP_WITHOUT_BROKER() TODD_SKIP_WITHOUT_RABBITMQ()
+using Broker = todd::test::RabbitmqBroker;
+static std::vector<std::string> broker_comms(const Broker &b)
+{
+    return {"--comms",     "rabbitmq",
+            "--comms-opt", "host=" + b.host(),
+            "--comms-opt", "port=" + std::to_string(b.port())};
+}
 #elif defined(TODD_CLI_E2E_BROKER_KAFKA)
 #include <kafka_broker.hpp>
+#define SKIP_WITHOUT_BROKER() TODD_SKIP_WITHOUT_KAFKA()
+using Broker = todd::test::KafkaBroker;
+static std::vector<std::string> broker_comms(const Broker &b)
+{
+    return {"--comms", "kafka", "--comms-opt",
+            "bootstrap_servers=" + b.bootstrap()};
+}
 #endif
 
 #include <csignal>
@@ -34,28 +50,6 @@ using todd::test::SpawnOptions;
 using todd::test::write_file;
 
 namespace {
-
-#if defined(TODD_CLI_E2E_BROKER_RABBITMQ)
-#define TODD_CLI_E2E_BROKER 1
-#define SKIP_WITHOUT_BROKER() TODD_SKIP_WITHOUT_RABBITMQ()
-using Broker = todd::test::RabbitmqBroker;
-constexpr const char *broker_plugin = "rabbitmq";
-// The programs' options that reach the broker.
-std::vector<std::string> broker_options(const Broker &b)
-{
-    return {"--comms-opt", "host=" + b.host(), "--comms-opt",
-            "port=" + std::to_string(b.port())};
-}
-#elif defined(TODD_CLI_E2E_BROKER_KAFKA)
-#define TODD_CLI_E2E_BROKER 1
-#define SKIP_WITHOUT_BROKER() TODD_SKIP_WITHOUT_KAFKA()
-using Broker = todd::test::KafkaBroker;
-constexpr const char *broker_plugin = "kafka";
-std::vector<std::string> broker_options(const Broker &b)
-{
-    return {"--comms-opt", "bootstrap_servers=" + b.bootstrap()};
-}
-#endif
 
 // The todd binary under test; TODD_CLI_TEST_EXE runs another build of it
 // (e.g. the ASan one) against this build's server and agents.
@@ -83,12 +77,12 @@ class CliEndToEnd : public ::testing::Test {
     static inline std::vector<std::string> agent_uuids;
     static inline std::string api_port, stream_port;
     static inline std::vector<std::string> comms; // transport options
-#ifdef TODD_CLI_E2E_BROKER
+#ifdef SKIP_WITHOUT_BROKER
     static inline std::unique_ptr<Broker> broker;
 #endif
     static inline int counter = 0;
 
-#ifdef TODD_CLI_E2E_BROKER
+#ifdef SKIP_WITHOUT_BROKER
     // A skip in SetUpTestSuite does not skip the tests (gtest 1.12): each
     // one skips (or fails, when CI requires the broker) by itself.
     void SetUp() override
@@ -137,12 +131,11 @@ class CliEndToEnd : public ::testing::Test {
                                        "[LocalResources]\nOptDir = " +
                                            (dir / "server").string() + "\n");
 
-#ifdef TODD_CLI_E2E_BROKER
+#ifdef SKIP_WITHOUT_BROKER
         SKIP_WITHOUT_BROKER();
         broker = std::make_unique<Broker>();
-        comms = {"--comms", broker_plugin, "--plugin-dir", TODD_PLUGIN_DIR};
-        for (auto &o : broker_options(*broker))
-            comms.push_back(o);
+        comms = broker_comms(*broker);
+        comms.insert(comms.end(), {"--plugin-dir", TODD_PLUGIN_DIR});
 #else
         // An ipc:// endpoint: the agents must know it before the server
         // binds it, and a TCP port cannot be held for the server meanwhile.
@@ -253,7 +246,7 @@ class CliEndToEnd : public ::testing::Test {
         if (server)
             server->stop();
         server.reset();
-#ifdef TODD_CLI_E2E_BROKER
+#ifdef SKIP_WITHOUT_BROKER
         broker.reset();
 #endif
         if (!dir.empty() && getenv("TODD_CLI_KEEP")) {
