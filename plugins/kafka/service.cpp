@@ -205,6 +205,16 @@ bool KafkaTransport::prepare_topics()
         if (terr == RD_KAFKA_RESP_ERR_NO_ERROR)
             t.partitions = md->topics[0].partition_cnt;
         rd_kafka_metadata_destroy(md);
+        if ((terr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+             terr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+             t.partitions <= 0) &&
+            s_.create_topics) {
+            // Just created: the broker's metadata may not list it for a
+            // moment yet. Not a configuration error: ask again.
+            host().logf(TODD_COMMS_LOG_DEBUG, "topic %s not listed yet (%s)",
+                        t.name.c_str(), rd_kafka_err2str(terr));
+            return false;
+        }
         if (terr != RD_KAFKA_RESP_ERR_NO_ERROR || t.partitions <= 0) {
             report(TODD_COMMS_STATE_FAILED, TODD_COMMS_E_CONFIG,
                    "topic " + t.name + " is not usable (" +
