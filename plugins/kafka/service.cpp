@@ -205,13 +205,13 @@ bool KafkaTransport::prepare_topics()
         if (terr == RD_KAFKA_RESP_ERR_NO_ERROR)
             t.partitions = md->topics[0].partition_cnt;
         rd_kafka_metadata_destroy(md);
-        if (s_.create_topics &&
-            (terr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
-             terr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE)) {
-            // Created (or found) just now: the broker answers CreateTopics
-            // before its metadata shows the topic. Not a failure; the
-            // service loop asks again after its backoff.
-            host().logf(TODD_COMMS_LOG_DEBUG, "topic %s not visible yet: %s",
+        if ((terr == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART ||
+             terr == RD_KAFKA_RESP_ERR_LEADER_NOT_AVAILABLE ||
+             t.partitions <= 0) &&
+            s_.create_topics) {
+            // Just created: the broker's metadata may not list it for a
+            // moment yet. Not a configuration error: ask again.
+            host().logf(TODD_COMMS_LOG_DEBUG, "topic %s not listed yet (%s)",
                         t.name.c_str(), rd_kafka_err2str(terr));
             return false;
         }

@@ -105,48 +105,55 @@ const char *name(Prog p)
 
 class Signals : public ::testing::TestWithParam<Prog> {};
 
-// (a) A broker that was never there. SIGTERM while the transport is still
-// in its first connect: start() of the program has not returned yet.
-TEST_P(Signals, RabbitmqConnectHangs)
+/** What the program prints once it has finished starting. */
+const char *started_line(Prog p)
 {
-    TempDir dir;
-    DeadPort dead(/*full=*/true); // SYNs dropped: connect() hangs
-    auto p = run(GetParam(), dir, "rabbitmq", rabbit_at(dead.port()));
-    ASSERT_TRUE(p->wait_output("rabbitmq: connecting")) << p->output();
-    expect_prompt_exit(*p);
+    return p == Prog::agent ? "SIGINT or SIGTERM stops"
+                            : "Serving ToDD Server API";
 }
 
-TEST_P(Signals, RabbitmqLoginHangs)
+/** Run `which` on `comms` with opts; once its output says `when`
+ *  (bounded), SIGTERM must end it within 5 s. */
+void sigterm_when(Prog which, const std::string &comms, const Opts &opts,
+                  const std::string &when)
 {
     TempDir dir;
-    DeadPort dead(/*full=*/false); // connects, then never a byte
-    auto p = run(GetParam(), dir, "rabbitmq", rabbit_at(dead.port()));
-    ASSERT_TRUE(p->wait_output("rabbitmq: connecting")) << p->output();
-    expect_prompt_exit(*p);
-}
-
-TEST_P(Signals, RabbitmqLoginHangsAfterStartReturned)
-{
-    TempDir dir;
-    DeadPort dead(false);
-    auto p = run(GetParam(), dir, "rabbitmq",
-                 rabbit_at(dead.port(), {"connect_timeout=600000"}));
-    ASSERT_TRUE(p->wait_output(GetParam() == Prog::agent
-                                   ? "SIGINT or SIGTERM stops"
-                                   : "Serving ToDD Server API",
-                               20s))
-        << name(GetParam()) << " did not finish starting:\n"
+    auto p = run(which, dir, comms, opts);
+    ASSERT_TRUE(p->wait_output(when, 60s))
+        << name(which) << " never said '" << when << "':\n"
         << p->output();
     expect_prompt_exit(*p);
 }
 
+// (a) A broker that was never there. SIGTERM while the transport is still
+// in its first connect: start() of the program has not returned yet.
+TEST_P(Signals, RabbitmqConnectHangs)
+{
+    DeadPort dead(/*full=*/true); // SYNs dropped: connect() hangs
+    sigterm_when(GetParam(), "rabbitmq", rabbit_at(dead.port()),
+                 "rabbitmq: connecting");
+}
+
+TEST_P(Signals, RabbitmqLoginHangs)
+{
+    DeadPort dead(/*full=*/false); // connects, then never a byte
+    sigterm_when(GetParam(), "rabbitmq", rabbit_at(dead.port()),
+                 "rabbitmq: connecting");
+}
+
+TEST_P(Signals, RabbitmqLoginHangsAfterStartReturned)
+{
+    DeadPort dead(false);
+    sigterm_when(GetParam(), "rabbitmq",
+                 rabbit_at(dead.port(), {"connect_timeout=600000"}),
+                 started_line(GetParam()));
+}
+
 TEST_P(Signals, RabbitmqRefusedAndRetrying)
 {
-    TempDir dir;
     DeadPort refusing = DeadPort::refusing(); // connects refused at once
-    auto p = run(GetParam(), dir, "rabbitmq", rabbit_at(refusing.port()));
-    ASSERT_TRUE(p->wait_output("rabbitmq: connecting")) << p->output();
-    expect_prompt_exit(*p);
+    sigterm_when(GetParam(), "rabbitmq", rabbit_at(refusing.port()),
+                 "rabbitmq: connecting");
 }
 
 // (c) TLS refused: a TLS client at a port that never answers the
@@ -154,64 +161,73 @@ TEST_P(Signals, RabbitmqRefusedAndRetrying)
 // broker.
 TEST_P(Signals, RabbitmqTlsHandshakeHangs)
 {
-    TempDir dir;
     DeadPort dead(false);
-    auto p = run(GetParam(), dir, "rabbitmq",
+    sigterm_when(GetParam(), "rabbitmq",
                  rabbit_at(dead.port(), {"tls=true", "tls_verify_peer=false",
-                                         "tls_verify_hostname=false"}));
-    ASSERT_TRUE(p->wait_output("rabbitmq: connecting")) << p->output();
-    expect_prompt_exit(*p);
+                                         "tls_verify_hostname=false"}),
+                 "rabbitmq: connecting");
 }
 
-class TlsBroker {
+todd::test::RabbitmqBroker::Tls tls_of(const todd::test::TestPki &pki,
+                                       const RabbitmqBroker *)
+{
+    return {pki.ca_cert, pki.server_cert, pki.server_key};
+}
+
+#ifdef TODD_SIGNALS_KAFKA
+todd::test::KafkaBroker::Tls tls_of(const todd::test::TestPki &pki,
+                                    const todd::test::KafkaBroker *)
+{
+    return todd::test::KafkaBroker::Tls::from(pki);
+}
+
+#endif
+
+/** One private broker of type B with a TLS listener for the binary, made
+ *  on first use from a test-made PKI; none when B cannot run here. */
+template <class B> class TlsBroker {
   public:
     static TlsBroker &get()
     {
         static TlsBroker b;
         return b;
     }
-    RabbitmqBroker *broker() { return broker_.get(); }
+    B *broker() { return broker_.get(); }
     const todd::test::TestPki &pki() const { return pki_; }
 
   private:
     TlsBroker()
     {
-        if (RabbitmqBroker::unavailable())
+        if (B::unavailable())
             return;
         pki_ = todd::test::make_test_pki(dir_.path());
-        RabbitmqBroker::Options o;
-        o.tls = RabbitmqBroker::Tls{pki_.ca_cert, pki_.server_cert,
-                                    pki_.server_key};
-        broker_ = std::make_unique<RabbitmqBroker>(o);
+        typename B::Options o;
+        o.tls = tls_of(pki_, static_cast<const B *>(nullptr));
+        broker_ = std::make_unique<B>(o);
     }
     TempDir dir_;
     todd::test::TestPki pki_;
-    std::unique_ptr<RabbitmqBroker> broker_;
+    std::unique_ptr<B> broker_;
 };
 
 TEST_P(Signals, RabbitmqTlsWrongCa)
 {
     TODD_SKIP_WITHOUT_RABBITMQ();
-    auto &tb = TlsBroker::get();
-    TempDir dir;
-    auto p = run(GetParam(), dir, "rabbitmq",
+    auto &tb = TlsBroker<RabbitmqBroker>::get();
+    sigterm_when(GetParam(), "rabbitmq",
                  rabbit_at(tb.broker()->tls_port(),
-                           {"tls=true", "tls_ca=" + tb.pki().other_ca_cert}));
-    ASSERT_TRUE(p->wait_output("TLS verification of the broker failed"))
-        << p->output();
-    expect_prompt_exit(*p);
+                           {"tls=true", "tls_ca=" + tb.pki().other_ca_cert}),
+                 "TLS verification of the broker failed");
 }
 
 TEST_P(Signals, RabbitmqTlsAtPlainPort)
 {
     TODD_SKIP_WITHOUT_RABBITMQ();
-    auto &tb = TlsBroker::get();
-    TempDir dir;
-    auto p = run(GetParam(), dir, "rabbitmq",
+    auto &tb = TlsBroker<RabbitmqBroker>::get();
+    sigterm_when(GetParam(), "rabbitmq",
                  rabbit_at(tb.broker()->port(),
-                           {"tls=true", "tls_ca=" + tb.pki().ca_cert}));
-    ASSERT_TRUE(p->wait_output("retrying")) << p->output();
-    expect_prompt_exit(*p);
+                           {"tls=true", "tls_ca=" + tb.pki().ca_cert}),
+                 "retrying");
 }
 
 // (b) A private broker stopped after the program connected.
@@ -243,49 +259,36 @@ Opts kafka_at(int port, Opts more = {})
 
 TEST_P(Signals, KafkaRefusedAndRetrying)
 {
-    TempDir dir;
     DeadPort refusing = DeadPort::refusing();
-    auto p = run(GetParam(), dir, "kafka", kafka_at(refusing.port()));
-    ASSERT_TRUE(p->wait_output("not answering")) << p->output();
-    expect_prompt_exit(*p);
+    sigterm_when(GetParam(), "kafka", kafka_at(refusing.port()),
+                 "not answering");
 }
 
 // SIGTERM in the first connect: start() of the program has not returned.
 TEST_P(Signals, KafkaNeverAnswers)
 {
-    TempDir dir;
     DeadPort dead(/*full=*/false); // connects, then never a byte
-    auto p = run(GetParam(), dir, "kafka", kafka_at(dead.port()));
-    ASSERT_TRUE(p->wait_output("kafka: link connecting")) << p->output();
-    expect_prompt_exit(*p);
+    sigterm_when(GetParam(), "kafka", kafka_at(dead.port()),
+                 "kafka: link connecting");
 }
 
 // The connection setup is allowed ten minutes: SIGTERM must not wait for
 // it once the program has finished starting.
 TEST_P(Signals, KafkaNeverAnswersAfterStartReturned)
 {
-    TempDir dir;
     DeadPort dead(false);
-    auto p = run(GetParam(), dir, "kafka",
-                 kafka_at(dead.port(), {"connect_timeout_ms=600000"}));
-    ASSERT_TRUE(p->wait_output(GetParam() == Prog::agent
-                                   ? "SIGINT or SIGTERM stops"
-                                   : "Serving ToDD Server API",
-                               20s))
-        << name(GetParam()) << " did not finish starting:\n"
-        << p->output();
-    expect_prompt_exit(*p);
+    sigterm_when(GetParam(), "kafka",
+                 kafka_at(dead.port(), {"connect_timeout_ms=600000"}),
+                 started_line(GetParam()));
 }
 
 TEST_P(Signals, KafkaTlsHandshakeHangs)
 {
-    TempDir dir;
     DeadPort dead(false);
-    auto p = run(GetParam(), dir, "kafka",
+    sigterm_when(GetParam(), "kafka",
                  kafka_at(dead.port(), {"security_protocol=ssl",
-                                        "ssl_verify_hostname=false"}));
-    ASSERT_TRUE(p->wait_output("kafka: link connecting")) << p->output();
-    expect_prompt_exit(*p);
+                                        "ssl_verify_hostname=false"}),
+                 "kafka: link connecting");
 }
 
 TEST_P(Signals, KafkaBrokerStoppedAfterConnect)
@@ -302,45 +305,15 @@ TEST_P(Signals, KafkaBrokerStoppedAfterConnect)
     expect_prompt_exit(*p);
 }
 
-/** One private broker with an SSL listener for the binary, or none when
- *  no broker can run here. */
-class KafkaTlsBroker {
-  public:
-    static KafkaTlsBroker &get()
-    {
-        static KafkaTlsBroker b;
-        return b;
-    }
-    todd::test::KafkaBroker &broker() { return *broker_; }
-    const todd::test::TestPki &pki() const { return pki_; }
-
-  private:
-    KafkaTlsBroker()
-    {
-        if (todd::test::KafkaBroker::unavailable())
-            return;
-        pki_ = todd::test::make_test_pki(dir_.path());
-        todd::test::KafkaBroker::Options o;
-        o.tls = todd::test::KafkaBroker::Tls::from(pki_);
-        broker_ = std::make_unique<todd::test::KafkaBroker>(o);
-    }
-    TempDir dir_;
-    todd::test::TestPki pki_;
-    std::unique_ptr<todd::test::KafkaBroker> broker_;
-};
-
 TEST_P(Signals, KafkaTlsWrongCa)
 {
     TODD_SKIP_WITHOUT_KAFKA();
-    auto &tb = KafkaTlsBroker::get();
-    TempDir dir;
-    auto p = run(
-        GetParam(), dir, "kafka",
-        kafka_at(tb.broker().tls_port(), {"security_protocol=ssl",
-                                          "ssl_ca=" + tb.pki().other_ca_cert}));
-    ASSERT_TRUE(p->wait_output("certificate verify failed", 30s))
-        << p->output();
-    expect_prompt_exit(*p);
+    auto &tb = TlsBroker<todd::test::KafkaBroker>::get();
+    sigterm_when(
+        GetParam(), "kafka",
+        kafka_at(tb.broker()->tls_port(),
+                 {"security_protocol=ssl", "ssl_ca=" + tb.pki().other_ca_cert}),
+        "certificate verify failed");
 }
 #endif
 
