@@ -22,8 +22,9 @@ using todd::comms::sdk::Error;
 
 namespace {
 
-// How long subscribe waits for the first assignment (see subscribe).
-constexpr std::chrono::milliseconds join_wait{1500};
+// How long subscribe waits for the first assignment (see subscribe). Short:
+// a program's loop that moves a subscription also sends its adverts.
+constexpr std::chrono::milliseconds join_wait{300};
 
 struct ListDeleter {
     void operator()(rd_kafka_topic_partition_list_t *l) const
@@ -89,10 +90,10 @@ void KafkaTransport::subscribe(const char *destination, uint64_t cookie,
         throw;
     }
     // While the cluster answers, return once the group gave this member
-    // its partitions (briefly bounded: a control call must not hold up a
-    // stop), so that a publisher that counts the destination's members
-    // afterwards counts this one. Joining a group with members takes up
-    // to their heartbeat interval.
+    // its partitions, or after join_wait: by then its join is under way, so
+    // a publisher that counts the destination's members afterwards finds
+    // the group rebalancing and waits for it (route). Joining a group with
+    // members takes up to their heartbeat interval.
     if (connected_) {
         std::unique_lock<std::mutex> lk(svc_mu_);
         svc_cv_.wait_for(lk, join_wait,
