@@ -8,6 +8,7 @@
 #include "inbox.hpp"
 #include "kafka_broker.hpp"
 #include "log_capture.hpp"
+#include "plugin_instance.hpp"
 #include "state_log.hpp"
 
 #include <todd/core/plugin_registry.hpp>
@@ -57,25 +58,19 @@ inline Options opts(const std::string &bootstrap, Options extra = {})
     Options o = {{"bootstrap_servers", bootstrap},
                  {"reconnect_max_ms", "1000"},
                  {"session_timeout_ms", "6000"}};
-    for (auto &kv : extra)
-        o[kv.first] = kv.second;
-    return o;
+    return todd::test::with(std::move(o), extra);
 }
 
 /** A created instance, started unless told otherwise. */
 inline std::unique_ptr<Transport> make(const Options &o, bool start = true)
 {
-    auto t = Transport::create(plugin(), o);
-    if (start)
-        t->start();
-    return t;
+    return todd::test::make_instance(plugin(), o, start);
 }
 
 /** A destination name no other test of this process uses. */
 inline std::string unique(const std::string &base)
 {
-    static std::atomic<int> n{0};
-    return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    return todd::test::unique_name(base);
 }
 
 } // namespace kafkatest

@@ -7,6 +7,7 @@
 
 #include "inbox.hpp"
 #include "log_capture.hpp"
+#include "plugin_instance.hpp"
 #include "rabbitmq_broker.hpp"
 #include "state_log.hpp"
 
@@ -56,24 +57,18 @@ inline Options opts(int port, Options extra = {})
                  {"port", std::to_string(port)},
                  {"reconnect_max", "1000"},
                  {"heartbeat", "5"}};
-    for (auto &kv : extra)
-        o[kv.first] = kv.second;
-    return o;
+    return todd::test::with(std::move(o), extra);
 }
 
 inline std::unique_ptr<Transport> make(const Options &o, bool start = true)
 {
-    auto t = Transport::create(plugin(), o);
-    if (start)
-        t->start();
-    return t;
+    return todd::test::make_instance(plugin(), o, start);
 }
 
 /** A queue name no other test uses. */
 inline std::string unique(const std::string &base)
 {
-    static std::atomic<int> n{0};
-    return base + "-" + std::to_string(::getpid()) + "-" + std::to_string(n++);
+    return todd::test::unique_name(base);
 }
 
 inline std::string read_file(const std::string &path)

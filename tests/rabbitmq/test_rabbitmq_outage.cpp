@@ -93,26 +93,11 @@ TEST_F(Outage, BrokerRestartMidStreamLosesNothingConfirmed)
                 ids.push_back(i);
             while (!ids.empty() &&
                    std::chrono::steady_clock::now() < deadline) {
-                std::vector<std::pair<std::string, std::string>> msgs;
-                for (int id : ids)
-                    msgs.emplace_back(q, "task-" + std::to_string(id));
-                std::vector<int32_t> st;
-                try {
-                    st = pub->publish_batch(msgs);
-                } catch (const CommsError &) {
-                    st.assign(ids.size(), TODD_COMMS_E_UNAVAILABLE);
-                }
-                std::vector<int> again;
-                for (size_t i = 0; i < ids.size(); ++i) {
-                    if (st[i] == TODD_COMMS_OK) {
-                        std::lock_guard g(m);
-                        confirmed.insert(ids[i]);
-                    } else {
-                        ++failed_sends;
-                        again.push_back(ids[i]); // as the Comms facade does
-                    }
-                }
-                ids = again;
+                std::vector<int> ok;
+                ids = todd::test::publish_tasks(*pub, q, ids, &ok);
+                failed_sends += static_cast<int>(ids.size());
+                std::lock_guard g(m);
+                confirmed.insert(ok.begin(), ok.end());
             }
             progress = first + batch;
         }
