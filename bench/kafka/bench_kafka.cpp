@@ -202,17 +202,20 @@ struct ConsumeResult {
     double join_s = 0, rate = 0;
 };
 
-/** What the plugin reads of each record besides the body: false when it is
- *  another destination's. */
+/** What the plugin reads of each record besides the body (its key, and
+ *  the headers when there are any): false when it is another
+ *  destination's. */
 bool read_headers(const rd_kafka_message_t *m)
 {
+    if (m->key_len != consume_dest.size() ||
+        std::memcmp(m->key, consume_dest.data(), m->key_len) != 0)
+        return false;
     rd_kafka_headers_t *hs = nullptr;
     if (rd_kafka_message_headers(m, &hs) != RD_KAFKA_RESP_ERR_NO_ERROR)
-        return false;
-    std::string dest, ttl, ct;
+        return true;
+    std::string ttl, ct;
     for (auto [name, out] :
-         {std::pair<const char *, std::string *>{"todd-dest", &dest},
-          {"todd-ttl-ms", &ttl},
+         {std::pair<const char *, std::string *>{"todd-ttl-ms", &ttl},
           {"content-type", &ct}}) {
         const void *v = nullptr;
         size_t len = 0;
@@ -220,7 +223,7 @@ bool read_headers(const rd_kafka_message_t *m)
             RD_KAFKA_RESP_ERR_NO_ERROR)
             out->assign(static_cast<const char *>(v), len);
     }
-    return dest == consume_dest;
+    return true;
 }
 
 ConsumeResult raw_consume(rd_kafka_t *admin, const std::string &bs, int n,

@@ -290,8 +290,6 @@ void RawProducer::produce(const std::string &topic, int32_t partition,
             RD_KAFKA_V_PARTITION(partition),
             RD_KAFKA_V_KEY(dest.data(), dest.size()),
             RD_KAFKA_V_VALUE(const_cast<char *>(body.data()), body.size()),
-            RD_KAFKA_V_HEADER("todd-dest", dest.data(), ssize_t(dest.size())),
-            RD_KAFKA_V_HEADER("content-type", "text/plain", 10),
             RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_END);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
             ++sent;

@@ -110,8 +110,9 @@ struct RawProducer {
     explicit RawProducer(const std::string &bootstrap);
     RawProducer(const RawProducer &) = delete;
     RawProducer &operator=(const RawProducer &) = delete;
-    /** Queue one record: key and headers as the plugin writes them
-     *  (todd-dest, content-type), so that both loops send the same bytes.
+    /** Queue one record as the plugin writes a text/plain one without a
+     *  time-to-live (key = destination, no headers), so that both loops
+     *  send the same bytes.
      *  Waits for room when librdkafka's queue is full. */
     void produce(const std::string &topic, int32_t partition,
                  const std::string &dest, const std::string &body);

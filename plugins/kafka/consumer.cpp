@@ -234,13 +234,17 @@ void KafkaTransport::handle(Sub &s, rd_kafka_message_t *m)
         s.requeued.erase({m->partition, m->offset});
         s.uncommitted = true;
     };
-    rd_kafka_headers_t *hs = nullptr;
-    rd_kafka_message_headers(m, &hs);
-    std::string dest, ttl, ct;
-    if (!header(hs, "todd-dest", dest) || dest != s.destination) {
-        settle(); // another destination's record on the shared topic
+    // The key is the destination: another destination's record on the
+    // shared topic is skipped without parsing its headers.
+    if (m->key == nullptr || m->key_len != s.destination.size() ||
+        std::memcmp(m->key, s.destination.data(), m->key_len) != 0) {
+        settle();
         return;
     }
+    rd_kafka_headers_t *hs = nullptr;
+    if (rd_kafka_message_headers(m, &hs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+        hs = nullptr;
+    std::string ttl, ct;
     if (header(hs, "todd-ttl-ms", ttl)) {
         rd_kafka_timestamp_type_t type;
         int64_t ts = rd_kafka_message_timestamp(m, &type);
@@ -262,7 +266,7 @@ void KafkaTransport::handle(Sub &s, rd_kafka_message_t *m)
     msg.destination = s.destination.c_str();
     msg.payload = static_cast<const uint8_t *>(m->payload);
     msg.payload_len = m->len;
-    msg.content_type = has_ct ? ct.c_str() : nullptr;
+    msg.content_type = has_ct ? ct.c_str() : default_content_type;
     int32_t verdict = host().deliver(s.cookie, msg);
     if (verdict != TODD_COMMS_VERDICT_REQUEUE) {
         settle(); // ACK, or REJECT: gone for good either way

@@ -137,12 +137,18 @@ uint64_t KafkaTransport::produce(const todd_comms_outgoing &m,
     }
     const std::string dest = m.destination;
     auto [topic, partition] = route(dest, deadline);
-    Headers h(rd_kafka_headers_new(3));
-    rd_kafka_header_add(h.get(), "todd-dest", -1, dest.data(),
-                        static_cast<ssize_t>(dest.size()));
+    // The destination is the record's key; headers only for what is not
+    // the default, so that most records carry none and a consumer skips
+    // other destinations' records without parsing any.
+    Headers h;
     const char *ct = todd::comms::sdk::content_type(m.opts);
-    rd_kafka_header_add(h.get(), "content-type", -1, ct, -1);
+    if (std::strcmp(ct, default_content_type) != 0) {
+        h.reset(rd_kafka_headers_new(2));
+        rd_kafka_header_add(h.get(), "content-type", -1, ct, -1);
+    }
     if (int64_t ttl = todd::comms::sdk::ttl_ms(m.opts); ttl > 0) {
+        if (!h)
+            h.reset(rd_kafka_headers_new(1));
         const std::string t = std::to_string(ttl);
         rd_kafka_header_add(h.get(), "todd-ttl-ms", -1, t.data(),
                             static_cast<ssize_t>(t.size()));

@@ -2,8 +2,8 @@
 // The Kafka transport's instance. How ToDD's destinations map onto Kafka is
 // docs/kafka.md; in short:
 //  - a destination lives in one of `topics` fixed message topics (chosen by
-//    a hash of its name), each record tagged with its destination in a
-//    header; no topic is ever made per agent;
+//    a hash of its name), each record keyed by its destination;
+//    no topic is ever made per agent;
 //  - the subscribers of a destination form its own consumer group, which
 //    reads the whole topic and skips other destinations' records; its
 //    committed offsets are what "held until a subscriber arrives" means;
@@ -40,6 +40,9 @@ namespace todd_kafka {
 using Clock = std::chrono::steady_clock;
 using todd::comms::sdk::Config;
 using todd::comms::sdk::Host;
+
+/** A record without a content-type header has this one. */
+inline constexpr const char *default_content_type = "text/plain";
 
 /** FNV-1a, 32 bits: which topic and which partition a destination gets.
  *  Written down in docs/kafka.md so that every peer agrees. */

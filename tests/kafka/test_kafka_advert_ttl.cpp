@@ -141,7 +141,9 @@ class RawReader {
                 return std::string();
             return std::string(static_cast<const char *>(v), n);
         };
-        r.destination = header("todd-dest");
+        if (m->key != nullptr) // the key is the destination
+            r.destination.assign(static_cast<const char *>(m->key),
+                                 m->key_len);
         r.ttl_ms = header("todd-ttl-ms");
         return r;
     }
