@@ -142,8 +142,7 @@ class RawReader {
             return std::string(static_cast<const char *>(v), n);
         };
         if (m->key != nullptr) // the key is the destination
-            r.destination.assign(static_cast<const char *>(m->key),
-                                 m->key_len);
+            r.destination.assign(static_cast<const char *>(m->key), m->key_len);
         r.ttl_ms = header("todd-ttl-ms");
         return r;
     }
