@@ -23,6 +23,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <exception>
+#include <initializer_list>
 #include <map>
 #include <new>
 #include <stdexcept>
@@ -304,6 +305,107 @@ constexpr const char *key_default(const todd_comms_config_key (&keys)[N],
             return k.default_value;
     return nullptr;
 }
+
+/**
+ * Reads a configuration through the plugin's key table: a value the user did
+ * not give falls back on the table's default (the one place each default is
+ * stated), and every refusal is an Error(TODD_COMMS_E_CONFIG) whose text names
+ * the key, as ABI-1 asks. Use it in create, before anything connects.
+ *
+ *   KeyReader r(config, my_keys);
+ *   int n = int(r.ranged("partitions", 1, 1000));
+ */
+class KeyReader {
+  public:
+    /** keys must outlive the reader (a static table does). */
+    template <size_t N>
+    KeyReader(const Config &config, const todd_comms_config_key (&keys)[N])
+        : config_(config), keys_(keys), count_(N)
+    {
+    }
+
+    /** Throw Error(E_CONFIG): "configuration key '<key>' <why>". */
+    [[noreturn]] static void refuse(const char *key, const std::string &why)
+    {
+        throw Error(TODD_COMMS_E_CONFIG,
+                    std::string("configuration key '") + key + "' " + why);
+    }
+
+    /** The key's default in the table, "" when it has none. */
+    std::string fallback(const char *key) const
+    {
+        for (size_t i = 0; i < count_; ++i)
+            if (std::strcmp(keys_[i].name, key) == 0)
+                return keys_[i].default_value ? keys_[i].default_value : "";
+        return "";
+    }
+    /** The value as given, else the default. */
+    std::string text(const char *key) const
+    {
+        return config_.str(key, fallback(key));
+    }
+    /** A boolean value (true/false, yes/no, on/off, 1/0). */
+    bool flag(const char *key) const
+    {
+        return config_.has(key) ? config_.boolean(key)
+                                : defaults(key).boolean(key);
+    }
+    /** An integer value within [lo, hi]. */
+    long long ranged(const char *key, long long lo, long long hi) const
+    {
+        long long v = config_.integer(
+            key, std::strtoll(fallback(key).c_str(), nullptr, 10));
+        if (v < lo || v > hi)
+            refuse(key, "= " + std::to_string(v) + " is out of range [" +
+                            std::to_string(lo) + ", " + std::to_string(hi) +
+                            "]");
+        return v;
+    }
+    /** A value that must be one of allowed. */
+    std::string one_of(const char *key,
+                       std::initializer_list<const char *> allowed) const
+    {
+        std::string v = text(key), names;
+        for (const char *a : allowed) {
+            if (v == a)
+                return v;
+            names += std::string(names.empty() ? "" : ", ") + a;
+        }
+        refuse(key, "= '" + v + "' is not one of " + names);
+    }
+    /** A list value (comma-separated), the default's items when absent. */
+    std::vector<std::string> list(const char *key) const
+    {
+        return config_.has(key) ? config_.list(key) : defaults(key).list(key);
+    }
+    /** A file name that is empty or names a file this process can read. */
+    std::string readable_file(const char *key) const
+    {
+        std::string path = text(key);
+        if (!path.empty()) {
+            FILE *f = std::fopen(path.c_str(), "rb");
+            if (f == nullptr)
+                refuse(key, "names '" + path + "', which cannot be read: " +
+                                std::strerror(errno));
+            std::fclose(f);
+        }
+        return path;
+    }
+
+  private:
+    /** A configuration holding only key's default, parsed as a value. */
+    Config defaults(const char *key) const
+    {
+        const std::string d = fallback(key);
+        const todd_comms_kv item{key, d.c_str()};
+        const todd_comms_config one{sizeof(todd_comms_config), 1, &item};
+        return Config(&one);
+    }
+
+    const Config &config_;
+    const todd_comms_config_key *keys_;
+    size_t count_;
+};
 
 namespace detail {
 
