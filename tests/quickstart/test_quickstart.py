@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Run share/scripts/quickstart on free ports and check what it printed.
 
-Usage: test_quickstart.py QUICKSTART zeromq|rabbitmq|kafka
+Usage: test_quickstart.py QUICKSTART zeromq|rabbitmq|kafka|nats
 """
 import os
 import re
@@ -57,6 +57,14 @@ def kafka_missing(script):
             " (share/scripts/install-deps installs what it needs)")
 
 
+def nats_missing():
+    """Why nats-server cannot run here, or None."""
+    if shutil.which("nats-server") is not None:
+        return None
+    return ("nats-server is not installed: install the Debian package "
+            "nats-server to run the NATS quickstart")
+
+
 def required(variable):
     """True when CI sets variable to anything but "" or "0"."""
     return os.environ.get(variable, "") not in ("", "0")
@@ -65,7 +73,8 @@ def required(variable):
 def main():
     script, comms = sys.argv[1], sys.argv[2]
     missing = {"rabbitmq": (rabbitmq_missing, "TODD_REQUIRE_RABBITMQ"),
-               "kafka": (lambda: kafka_missing(script), "TODD_REQUIRE_KAFKA")}
+               "kafka": (lambda: kafka_missing(script), "TODD_REQUIRE_KAFKA"),
+               "nats": (nats_missing, "TODD_REQUIRE_NATS")}
     if comms in missing:
         check, variable = missing[comms]
         if why := check():
@@ -81,7 +90,8 @@ def main():
     # script picks a free one and retries by itself.
     for attempt in range(3):
         env = dict(os.environ)
-        for var in ("API", "STREAM", "ASSETS", "ZMQ", "AMQP", "DIST", "EPMD"):
+        for var in ("API", "STREAM", "ASSETS", "ZMQ", "AMQP", "DIST", "EPMD",
+                    "NATS"):
             env[f"TODD_QS_{var}_PORT"] = str(free_port())
         proc = subprocess.run([script, "--comms", comms], env=env,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
