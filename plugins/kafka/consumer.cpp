@@ -3,10 +3,10 @@
 // consumer group, subscribed to the destination's message topic. Its thread
 // skips the records of other destinations and expired ones, delivers the
 // rest one at a time, and stores the offset after the host's verdict (the
-// thread commits stored offsets when it has nothing more to deliver, at
-// most every 50 ms; the handle every commit_interval_ms and when it
-// closes). A requeue seeks the partition back to the message, so it comes
-// again, flagged, before anything after it.
+// thread commits stored offsets once nothing more came for 5 ms, one
+// commit request at a time; the handle every commit_interval_ms and when
+// it closes). A requeue seeks the partition back to the message, so it
+// comes again, flagged, before anything after it.
 #include "transport.hpp"
 
 #include <algorithm>
@@ -21,6 +21,18 @@ namespace todd_kafka {
 using todd::comms::sdk::Error;
 
 namespace {
+
+// The subscription whose thread is serving librdkafka's callbacks (they run
+// inside rd_kafka_consumer_poll, on that thread).
+thread_local KafkaTransport::Sub *tl_polling = nullptr;
+
+// A commit's result (ours, or an auto-commit's): the next may go.
+void commit_cb(rd_kafka_t *, rd_kafka_resp_err_t,
+               rd_kafka_topic_partition_list_t *, void *)
+{
+    if (tl_polling != nullptr)
+        tl_polling->commit_in_flight = false;
+}
 
 // How long subscribe waits for the first assignment (see subscribe). Short:
 // a program's loop that moves a subscription also sends its adverts.
@@ -115,6 +127,7 @@ void KafkaTransport::unsubscribe(uint64_t cookie)
 void KafkaTransport::launch(Sub &s)
 {
     ConfPtr conf = make_conf(s_, Role::consumer);
+    rd_kafka_conf_set_offset_commit_cb(conf.get(), commit_cb);
     char err[512];
     if (rd_kafka_conf_set(conf.get(), "group.id", s.group.c_str(), err,
                           sizeof err) != RD_KAFKA_CONF_OK)
@@ -166,12 +179,16 @@ void KafkaTransport::consume(Sub &s)
                     rd_kafka_err2str(err));
         return;
     }
-    // Settled offsets are committed once nothing more is waiting, rather
-    // than at the next auto-commit (up to commit_interval_ms later), but
-    // at most once per commit_gap: a steady trickle of messages does not
-    // cost a commit request each.
-    const auto commit_gap = std::min(s_.commit_interval, milliseconds(50));
-    Clock::time_point last_commit;
+    // Settled offsets are committed once nothing more came for idle_commit,
+    // rather than at the next auto-commit (up to commit_interval_ms later),
+    // so that a stream's end is committed at once; not when the queue is
+    // empty only until the next fetch arrives (commit requests in the middle
+    // of a stream slow the broker's fetches down), and one commit request at
+    // a time. A result that never comes (the cluster went away) holds the
+    // next commit back for commit_interval_ms at most.
+    constexpr int idle_commit_ms = 5;
+    tl_polling = &s;
+    Clock::time_point commit_sent;
     while (!s.stop) {
         if (!s.live) {
             rd_kafka_topic_partition_list_t *a = nullptr;
@@ -181,22 +198,17 @@ void KafkaTransport::consume(Sub &s)
             if (a != nullptr)
                 rd_kafka_topic_partition_list_destroy(a);
         }
-        int wait_ms = s.live ? 100 : 10;
-        if (s.uncommitted) {
-            const auto left = commit_gap - (Clock::now() - last_commit);
-            wait_ms =
-                left.count() <= 0
-                    ? 0
-                    : std::min(
-                          wait_ms,
-                          int(std::chrono::ceil<milliseconds>(left).count()));
-        }
+        if (s.commit_in_flight &&
+            Clock::now() - commit_sent >= s_.commit_interval)
+            s.commit_in_flight = false;
+        const int wait_ms = s.uncommitted ? idle_commit_ms : s.live ? 100 : 10;
         rd_kafka_message_t *m = rd_kafka_consumer_poll(s.rk, wait_ms);
         if (m == nullptr) {
-            if (s.uncommitted && Clock::now() - last_commit >= commit_gap) {
+            if (s.uncommitted && !s.commit_in_flight) {
                 rd_kafka_commit(s.rk, nullptr, 1); // async
                 s.uncommitted = false;
-                last_commit = Clock::now();
+                s.commit_in_flight = true;
+                commit_sent = Clock::now();
             }
             continue;
         }

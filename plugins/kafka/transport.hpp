@@ -137,18 +137,22 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
 
     // --------------------------------------------------------------
     // Subscriptions (consumer.cpp)
+  public:
     struct Sub {
         std::string destination, group, topic;
         uint64_t cookie = 0;
         rd_kafka_t *rk = nullptr;
         std::thread thread;
         std::atomic<bool> stop{false};
-        bool live = false;        // has had an assignment (under svc_mu_)
-        bool uncommitted = false; // offsets stored since the last commit
+        bool live = false;             // has had an assignment (under svc_mu_)
+        bool uncommitted = false;      // offsets stored since the last commit
+        bool commit_in_flight = false; // its result not served yet
         // (partition, offset) of requeued messages: flagged when they
         // come again.
         std::set<std::pair<int32_t, int64_t>> requeued;
     };
+
+  private:
     void launch(Sub &s);
     void consume(Sub &s);
     void handle(Sub &s, rd_kafka_message_t *m);
