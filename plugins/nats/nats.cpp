@@ -69,8 +69,9 @@ std::string random_id()
 
 NatsTransport::NatsTransport(const Host &host, const Config &config)
     : Transport(host, config), s_(parse_settings(config)),
-      opts_(make_options(s_)), instance_id_(random_id())
+      instance_id_(random_id())
 {
+    make_options(s_); // refuses files nats.c cannot load, now
     std::string servers;
     for (const auto &u : s_.servers)
         servers += (servers.empty() ? "" : ",") + u;
@@ -87,19 +88,6 @@ void NatsTransport::start()
                     stopped_ ? "start after stop" : "already started");
     link_ = new Link;
     link_->owner = this;
-    auto must = [](natsStatus st) {
-        if (st != NATS_OK)
-            throw Error(TODD_COMMS_E_INTERNAL,
-                        "nats.c callbacks: " + nats_error(st));
-    };
-    must(natsOptions_SetRetryOnFailedConnect(
-        opts_.get(), true, &link_cb<&NatsTransport::on_connected>, link_));
-    must(natsOptions_SetReconnectedCB(
-        opts_.get(), &link_cb<&NatsTransport::on_connected>, link_));
-    must(natsOptions_SetDisconnectedCB(
-        opts_.get(), &link_cb<&NatsTransport::on_disconnected>, link_));
-    must(natsOptions_SetClosedCB(opts_.get(), &closed_cb, link_));
-    must(natsOptions_SetErrorHandler(opts_.get(), &error_cb, link_));
     started_ = true;
     report(TODD_COMMS_STATE_CONNECTING, TODD_COMMS_OK, "");
     service_thread_ = std::thread([this] { service_loop(); });
@@ -152,19 +140,40 @@ void NatsTransport::stop()
         std::lock_guard<std::mutex> l(link_->mu);
         link_->owner = nullptr;
     }
-    if (closed)
-        delete link_; // else the late closed callback frees it
-    else
+    // Else the link is freed by whoever calls back last: the late closed
+    // callback, or the abandoned connector.
+    if (!link_handed_off_ && closed)
+        delete link_;
+    else if (!link_handed_off_)
         host().logf(TODD_COMMS_LOG_WARN, "nats.c did not confirm the close "
                                          "within 3 s; going on");
     link_ = nullptr;
     if (js_ != nullptr)
         jsCtx_Destroy(js_);
+    if (jsa_ != nullptr)
+        jsCtx_Destroy(jsa_);
     if (nc_ != nullptr)
         natsConnection_Destroy(nc_);
-    js_ = nullptr;
+    js_ = jsa_ = nullptr;
     nc_ = nullptr;
     report(TODD_COMMS_STATE_STOPPED, TODD_COMMS_OK, "");
+}
+
+OptionsPtr NatsTransport::connection_options()
+{
+    OptionsPtr o = make_options(s_);
+    auto must = [](natsStatus st) {
+        if (st != NATS_OK)
+            throw Error(TODD_COMMS_E_INTERNAL,
+                        "nats.c callbacks: " + nats_error(st));
+    };
+    must(natsOptions_SetReconnectedCB(
+        o.get(), &link_cb<&NatsTransport::on_connected>, link_));
+    must(natsOptions_SetDisconnectedCB(
+        o.get(), &link_cb<&NatsTransport::on_disconnected>, link_));
+    must(natsOptions_SetClosedCB(o.get(), &closed_cb, link_));
+    must(natsOptions_SetErrorHandler(o.get(), &error_cb, link_));
+    return o;
 }
 
 void NatsTransport::report(int32_t state, todd_comms_status st,
@@ -236,25 +245,100 @@ todd_comms_status permanent(const std::string &why)
     if (has("Authorization") || has("authorization") || has("Authentication") ||
         has("credentials") || has("User Auth"))
         return TODD_COMMS_E_AUTH;
-    if (has("SSL") || has("TLS") || has("certificate") || has("handshake"))
+    // A server that drops the connection in the handshake (a client
+    // certificate it wants and did not get) leaves nats.c a protocol error.
+    if (has("SSL") || has("TLS") || has("certificate") || has("handshake") ||
+        has("Protocol Error"))
         return TODD_COMMS_E_PROTOCOL;
     return TODD_COMMS_OK;
 }
 
 } // namespace
 
+/**
+ * Until the first connection, the plugin retries natsConnection_Connect
+ * itself (every reconnect_wait_ms): nats.c's own retry of a failed first
+ * connect reports only "no server available", never why (credentials or
+ * certificate refused). After it, nats.c reconnects by itself.
+ *
+ * A connection attempt blocks its caller for up to
+ * connect_timeout_ms per server (a server that accepts and never answers),
+ * and cannot be interrupted. So it runs on a thread of its own, which stop
+ * does not wait for: a connector that stop abandoned closes the connection
+ * it got itself, and frees the callbacks' link (whose owner stop cut).
+ */
+struct NatsTransport::Connector {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false, abandoned = false;
+    natsConnection *nc = nullptr;
+    natsStatus status = NATS_OK;
+    std::string error; // nats.c's last error text is per thread
+    OptionsPtr opts;
+    Link *link = nullptr;
+
+    static void run(std::shared_ptr<Connector> c)
+    {
+        natsConnection *nc = nullptr;
+        natsStatus st = natsConnection_Connect(&nc, c->opts.get());
+        std::string error = st == NATS_OK ? "" : nats_error(st);
+        std::unique_lock<std::mutex> lk(c->mu);
+        if (!c->abandoned) {
+            c->nc = nc;
+            c->status = st;
+            c->error = std::move(error);
+            c->done = true;
+            c->cv.notify_all();
+            return;
+        }
+        lk.unlock();
+        if (nc != nullptr) {
+            natsConnection_Close(nc); // its closed callback frees the link
+            natsConnection_Destroy(nc);
+        } else {
+            delete c->link; // no connection: no callback can come
+        }
+    }
+};
+
 bool NatsTransport::connect()
 {
     while (!stopping_) {
+        auto c = std::make_shared<Connector>();
+        c->opts = connection_options();
+        c->link = link_;
+        std::thread(&Connector::run, c).detach();
         natsConnection *nc = nullptr;
-        natsStatus st = natsConnection_Connect(&nc, opts_.get());
-        if (st == NATS_OK || st == NATS_NOT_YET_CONNECTED) {
+        natsStatus st = NATS_OK;
+        std::string why;
+        {
+            std::unique_lock<std::mutex> lk(c->mu);
+            while (!c->done && !stopping_)
+                c->cv.wait_for(lk, std::chrono::milliseconds(20));
+            if (!c->done) {
+                c->abandoned = true;
+                link_handed_off_ = true;
+                return false;
+            }
+            nc = c->nc;
+            st = c->status;
+            why = c->error;
+        }
+        if (st == NATS_OK) {
             jsOptions jo;
             jsOptions_Init(&jo);
             jo.Wait = s_.publish_timeout.count();
-            jsCtx *js = nullptr;
-            if (natsStatus e = natsConnection_JetStream(&js, nc, &jo);
-                e != NATS_OK) {
+            jsCtx *js = nullptr, *jsa = nullptr;
+            natsStatus e = natsConnection_JetStream(&js, nc, &jo);
+            // publish_batch's: its acks come to batch_ack (publish.cpp).
+            jo.PublishAsync.AckHandler = &NatsTransport::batch_ack;
+            jo.PublishAsync.AckHandlerClosure = this;
+            jo.PublishAsync.MaxPending = 4096;
+            if (e == NATS_OK)
+                e = natsConnection_JetStream(&jsa, nc, &jo);
+            if (e != NATS_OK) {
+                jsCtx_Destroy(js);
+                natsConnection_Close(nc);
                 natsConnection_Destroy(nc);
                 throw Error(TODD_COMMS_E_INTERNAL,
                             "JetStream context: " + nats_error(e));
@@ -262,13 +346,13 @@ bool NatsTransport::connect()
             std::lock_guard<std::mutex> g(svc_mu_);
             nc_ = nc;
             js_ = js;
-            if (st == NATS_OK) {
-                linked_ = true;
-                recheck_ = true;
-            }
+            jsa_ = jsa;
+            linked_ = true;
+            recheck_ = true;
             return true;
         }
-        const std::string why = nats_error(st);
+        if (nc != nullptr)
+            natsConnection_Destroy(nc);
         todd_comms_status p = permanent(why);
         report(p != TODD_COMMS_OK ? TODD_COMMS_STATE_FAILED
                                   : TODD_COMMS_STATE_RECONNECTING,
@@ -430,5 +514,6 @@ TODD_COMMS_PLUGIN(todd_nats::NatsTransport, "nats", "0.1.0", "Apache-2.0",
                   "durable consumer per destination",
                   TODD_COMMS_CAP_ACK | TODD_COMMS_CAP_TTL |
                       TODD_COMMS_CAP_CONFIRMS | TODD_COMMS_CAP_DURABLE |
-                      TODD_COMMS_CAP_REMOTE | TODD_COMMS_CAP_TLS,
+                      TODD_COMMS_CAP_REMOTE | TODD_COMMS_CAP_TLS |
+                      TODD_COMMS_CAP_BATCH,
                   todd_nats::kKeys)

@@ -31,6 +31,7 @@
 #include <mutex>
 #include <string>
 #include <thread>
+#include <vector>
 
 namespace todd_nats {
 
@@ -51,6 +52,12 @@ class NatsTransport final : public todd::comms::sdk::Transport {
 
     void publish(const char *destination, const uint8_t *payload, uint64_t len,
                  const todd_comms_publish_opts *opts) override;
+    todd_comms_status publish_batch(const todd_comms_outgoing *msgs,
+                                    uint32_t count,
+                                    todd_comms_status *statuses) override;
+    /** The acks of publish_batch's messages, on nats.c's thread. */
+    static void batch_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa,
+                          jsPubAckErr *pae, void *closure);
 
     void subscribe(const char *destination, uint64_t cookie,
                    const todd_comms_subscribe_opts *opts) override;
@@ -78,8 +85,14 @@ class NatsTransport final : public todd::comms::sdk::Transport {
     // Connection, state and the stream (nats.cpp)
     void report(int32_t state, todd_comms_status st, const std::string &why);
     void service_loop();
-    /** Connect (nats.c retries in the background from then on). */
+    /** Connect, retrying until a server accepts (nats.c reconnects by
+     *  itself from then on); false
+     *  when stopping first. */
     bool connect();
+    /** One natsConnection_Connect on a thread of its own (see nats.cpp). */
+    struct Connector;
+    /** nats.c options with this instance's callbacks. */
+    OptionsPtr connection_options();
     /** Make or check the stream; false with why when it cannot be used. */
     bool ensure_stream(std::string &why, todd_comms_status &st);
     /** The connection's last error text, "" when none. */
@@ -97,6 +110,27 @@ class NatsTransport final : public todd::comms::sdk::Transport {
     todd_comms_status send(const char *destination, const uint8_t *payload,
                            uint64_t len, const todd_comms_publish_opts *opts,
                            std::string &error);
+
+    /** One publish message with our headers and options; nullptr with
+     *  error set when nats.c cannot make it. */
+    natsMsg *make_msg(const std::string &subject, const uint8_t *payload,
+                      uint64_t len, const todd_comms_publish_opts *opts,
+                      std::string &error);
+    /** Enter / leave the publishers that stop waits for; false (error
+     *  set) before start or once stopping. */
+    bool enter_publish(std::string &error);
+    void leave_publish();
+    /** The batch under way (one at a time, batch_mu_): its messages'
+     *  results by the sequence part of their message ids. */
+    struct Batch {
+        uint64_t first = 0; // sequence of msgs[0]
+        std::vector<todd_comms_status> status;
+        std::vector<std::string> error;
+        std::vector<bool> resend; // no answer: send again
+    };
+    std::mutex batch_mu_;  // one batch at a time
+    std::mutex batch_res_; // batch_ and its results
+    Batch *batch_ = nullptr;
 
     // --------------------------------------------------------------
     // Subscriptions (consumer.cpp)
@@ -119,7 +153,6 @@ class NatsTransport final : public todd::comms::sdk::Transport {
     void finish(Sub &s);
 
     Settings s_;
-    OptionsPtr opts_;
     std::string instance_id_; // message ids: <instance>-<sequence>
     std::atomic<uint64_t> next_msg_{1};
 
@@ -134,18 +167,20 @@ class NatsTransport final : public todd::comms::sdk::Transport {
     // The connection: made by the service thread, closed by stop.
     natsConnection *nc_ = nullptr;
     jsCtx *js_ = nullptr;
+    jsCtx *jsa_ = nullptr; // asynchronous publishes: publish_batch
     std::thread service_thread_;
 
     // What the service thread and the others wait on.
     std::mutex svc_mu_;
     std::condition_variable svc_cv_;
-    bool linked_ = false;      // nats.c has a connection to a server
-    bool ready_ = false;       // ... and the stream is usable
-    uint64_t ready_epoch_ = 0; // +1 each time ready_ becomes true
-    bool recheck_ = false;     // (re)connected: look at the stream again
-    Link *link_ = nullptr;     // made by start, cut by stop
-    bool connecting_ = false;  // natsConnection_Connect has not returned
-    int publishers_ = 0;       // threads inside publish
+    bool linked_ = false;          // nats.c has a connection to a server
+    bool ready_ = false;           // ... and the stream is usable
+    uint64_t ready_epoch_ = 0;     // +1 each time ready_ becomes true
+    bool recheck_ = false;         // (re)connected: look at the stream again
+    Link *link_ = nullptr;         // made by start, cut by stop
+    bool link_handed_off_ = false; // an abandoned connector frees it
+    bool connecting_ = false;      // natsConnection_Connect has not returned
+    int publishers_ = 0;           // threads inside publish
 
     std::map<uint64_t, std::unique_ptr<Sub>> subs_;
 };
