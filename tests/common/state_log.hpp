@@ -64,19 +64,28 @@ class StateLog {
         return wait([&](const Entry &e) { return e.state == s; }, from, limit);
     }
     /** Entries so far: a `from` for a later wait. */
-    size_t size()
+    size_t size() const
     {
         std::lock_guard g(m_);
         return log_.size();
     }
     /** A copy of every entry so far. */
-    std::vector<Entry> all()
+    std::vector<Entry> all() const
     {
         std::lock_guard g(m_);
         return log_;
     }
+    /** How many entries are of state s. */
+    size_t count(core::LinkState s) const
+    {
+        std::lock_guard g(m_);
+        size_t n = 0;
+        for (const auto &e : log_)
+            n += e.state == s;
+        return n;
+    }
     /** The entries as "state(status) detail" lines, for failure messages. */
-    std::string text()
+    std::string text() const
     {
         std::string out;
         for (const auto &e : all())
@@ -86,7 +95,7 @@ class StateLog {
     }
 
   private:
-    std::mutex m_;
+    mutable std::mutex m_;
     std::condition_variable cv_;
     std::vector<Entry> log_;
 };
