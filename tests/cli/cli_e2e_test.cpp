@@ -1,6 +1,6 @@
 // The todd CLI end to end: a real todd-server process and three real
 // todd-agent processes over the embedded ZeroMQ transport (or, built with
-// TODD_CLI_E2E_BROKER_RABBITMQ or TODD_CLI_E2E_BROKER_KAFKA, a private
+// TODD_CLI_E2E_BROKER_RABBITMQ, _KAFKA or _NATS, a private
 // broker of that kind), all on 127.0.0.1 with ports chosen at run time,
 // driven by the real todd binary.
 // Agents start without testlets or fact collectors and download them from
@@ -30,6 +30,14 @@ static std::vector<std::string> broker_comms(const Broker &b)
 {
     return {"--comms", "kafka", "--comms-opt",
             "bootstrap_servers=" + b.bootstrap()};
+}
+#elif defined(TODD_CLI_E2E_BROKER_NATS)
+#include <nats_server.hpp>
+#define SKIP_WITHOUT_BROKER() TODD_SKIP_WITHOUT_NATS()
+using Broker = todd::test::NatsServer;
+static std::vector<std::string> broker_comms(const Broker &b)
+{
+    return {"--comms", "nats", "--comms-opt", "servers=" + b.url()};
 }
 #endif
 

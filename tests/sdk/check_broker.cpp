@@ -1,9 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // `todd-comms check` against a broker transport and a private broker of its
 // kind (free ports, own directories; see tests/common/*_broker.hpp). Built
-// once per broker plugin: TODD_CHECK_RABBITMQ or TODD_CHECK_KAFKA, with
+// once per broker plugin: TODD_CHECK_RABBITMQ, _KAFKA or _NATS, with
 // TODD_CHECK_PLUGIN the plugin's file.
 #include "kafka_broker.hpp"
+#include "nats_server.hpp"
 #include "rabbitmq_broker.hpp"
 
 #include <gtest/gtest.h>
@@ -54,5 +55,12 @@ TEST(CheckKafka, PluginConformsAgainstAPrivateBroker)
     TODD_SKIP_WITHOUT_KAFKA();
     todd::test::KafkaBroker broker;
     expect_conforms("kafka", {"bootstrap_servers=" + broker.bootstrap()});
+}
+#elif defined(TODD_CHECK_NATS)
+TEST(CheckNats, PluginConformsAgainstAPrivateServer)
+{
+    TODD_SKIP_WITHOUT_NATS();
+    todd::test::NatsServer server;
+    expect_conforms("nats", {"servers=" + server.url()});
 }
 #endif

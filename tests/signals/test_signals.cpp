@@ -2,12 +2,15 @@
 // Every program exits within 5 s of SIGTERM (status 0, or todd-comms
 // check's documented 143) whatever its transport is doing: the real
 // todd-server, todd-agent and todd-comms binaries, on loopback, ZeroMQ and
-// RabbitMQ and Kafka, with a broker that was never there (connects that
+// RabbitMQ, Kafka and NATS, with a broker that was never there (connects that
 // hang, logins that hang, refused), a private broker stopped after the
 // program connected, TLS refused, and ZeroMQ peers gone.
 #include "program.hpp"
 
 #include "rabbitmq_broker.hpp"
+#ifdef TODD_SIGNALS_NATS
+#include "nats_server.hpp"
+#endif
 #ifdef TODD_SIGNALS_KAFKA
 #include "kafka_broker.hpp"
 #endif
@@ -182,6 +185,13 @@ todd::test::KafkaBroker::Tls tls_of(const todd::test::TestPki &pki,
 }
 
 #endif
+#ifdef TODD_SIGNALS_NATS
+todd::test::NatsServer::Tls tls_of(const todd::test::TestPki &pki,
+                                   const todd::test::NatsServer *)
+{
+    return todd::test::NatsServer::Tls::from(pki);
+}
+#endif
 
 /** One private broker of type B with a TLS listener for the binary, made
  *  on first use from a test-made PKI; none when B cannot run here. */
@@ -314,6 +324,66 @@ TEST_P(Signals, KafkaTlsWrongCa)
         kafka_at(tb.broker()->tls_port(),
                  {"security_protocol=ssl", "ssl_ca=" + tb.pki().other_ca_cert}),
         "certificate verify failed");
+}
+#endif
+
+#ifdef TODD_SIGNALS_NATS
+// NATS (built with the plugin only): nothing at the address, an address
+// that accepts connections and never answers (nats.c's first connection
+// attempt blocks and cannot be interrupted: stop must not wait for it), a
+// private server stopped after the program connected, and TLS with a CA
+// that did not sign the server.
+Opts nats_at(int port, Opts more = {})
+{
+    more.insert(more.begin(),
+                "servers=nats://127.0.0.1:" + std::to_string(port));
+    return more;
+}
+
+TEST_P(Signals, NatsRefusedAndRetrying)
+{
+    DeadPort refusing = DeadPort::refusing();
+    sigterm_when(GetParam(), "nats", nats_at(refusing.port()),
+                 "nats: link reconnecting");
+}
+
+TEST_P(Signals, NatsConnectHangs)
+{
+    DeadPort dead(/*full=*/true); // SYNs dropped: connect() hangs
+    sigterm_when(GetParam(), "nats", nats_at(dead.port()),
+                 "nats: link connecting");
+}
+
+TEST_P(Signals, NatsNeverAnswersAfterStartReturned)
+{
+    DeadPort dead(/*full=*/false); // connects, then never a byte
+    sigterm_when(GetParam(), "nats",
+                 nats_at(dead.port(), {"connect_timeout_ms=600000"}),
+                 started_line(GetParam()));
+}
+
+TEST_P(Signals, NatsServerStoppedAfterConnect)
+{
+    TODD_SKIP_WITHOUT_NATS();
+    todd::test::NatsServer server;
+    TempDir dir;
+    auto p = run(GetParam(), dir, "nats", nats_at(server.port()));
+    ASSERT_TRUE(p->wait_output("nats: link connected", 60s)) << p->output();
+    size_t mark = p->output_size();
+    server.stop();
+    ASSERT_TRUE(p->wait_output("nats: link reconnecting", 60s, mark))
+        << p->output();
+    expect_prompt_exit(*p);
+}
+
+TEST_P(Signals, NatsTlsWrongCa)
+{
+    TODD_SKIP_WITHOUT_NATS();
+    auto &tb = TlsBroker<todd::test::NatsServer>::get();
+    sigterm_when(GetParam(), "nats",
+                 nats_at(tb.broker()->port(),
+                         {"tls=true", "tls_ca=" + tb.pki().other_ca_cert}),
+                 "nats: link failed");
 }
 #endif
 

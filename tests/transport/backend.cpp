@@ -2,6 +2,7 @@
 #include "backend.hpp"
 
 #include "kafka_broker.hpp"
+#include "nats_server.hpp"
 #include "rabbitmq_broker.hpp"
 
 #include <gtest/gtest.h>
@@ -110,6 +111,8 @@ template <class B> class BrokerEnvironment : public ::testing::Environment {
     ::testing::AddGlobalTestEnvironment(new BrokerEnvironment<RabbitmqBroker>);
 [[maybe_unused]] auto *const kafka_env =
     ::testing::AddGlobalTestEnvironment(new BrokerEnvironment<KafkaBroker>);
+[[maybe_unused]] auto *const nats_env =
+    ::testing::AddGlobalTestEnvironment(new BrokerEnvironment<NatsServer>);
 
 /** A backend whose instances meet in a private broker of type B. */
 template <class B> class BrokerService : public Backend {
@@ -167,6 +170,17 @@ class KafkaService : public BrokerService<KafkaBroker> {
     }
 };
 
+/** Destinations are unique per test: one stream serves every test. */
+class NatsService : public BrokerService<NatsServer> {
+  public:
+    NatsService() : BrokerService("nats-server") {}
+    bool required() const override { return nats_required(); }
+    Options options(const std::string &) override
+    {
+        return {{"servers", broker().url()}, {"reconnect_wait_ms", "100"}};
+    }
+};
+
 } // namespace
 
 std::unique_ptr<Backend> backend_for(const std::string &plugin)
@@ -177,6 +191,8 @@ std::unique_ptr<Backend> backend_for(const std::string &plugin)
         return std::make_unique<RabbitmqService>();
     if (plugin == "kafka")
         return std::make_unique<KafkaService>();
+    if (plugin == "nats")
+        return std::make_unique<NatsService>();
     return std::make_unique<NoService>();
 }
 
