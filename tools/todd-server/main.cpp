@@ -20,6 +20,15 @@ using namespace todd;
 
 int main(int argc, char **argv)
 {
+    // SIGINT/SIGTERM are taken by sigwait below, and blocked before any
+    // thread exists: a plugin's library may start threads of its own as
+    // soon as it is created (nats.c does), and a thread that does not
+    // block them would take the default action, killing the process.
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, nullptr);
     po::options_description desc("todd-server options");
     desc.add_options()(
         "help,h",
@@ -79,13 +88,6 @@ int main(int argc, char **argv)
         cfg.message_limits = sel.limits;
         auto transport = core::open_transport(sel);
         log::info("server", "comms plugin " + sel.plugin_name);
-
-        // Signals are taken synchronously by this thread only.
-        sigset_t set;
-        sigemptyset(&set);
-        sigaddset(&set, SIGINT);
-        sigaddset(&set, SIGTERM);
-        pthread_sigmask(SIG_BLOCK, &set, nullptr);
 
         server::Server srv(std::move(cfg), std::move(transport));
         srv.start();
