@@ -85,12 +85,13 @@ void NatsTransport::finish(Sub &s)
 
 bool NatsTransport::bind(Sub &s)
 {
+    jsOptions jo = api_options(s_);
     if (s.sub != nullptr) {
         // Bound before: the consumer outlives reconnects unless the
         // server lost it.
         jsConsumerInfo *ci = nullptr;
-        natsStatus rc = js_GetConsumerInfo(
-            &ci, js_, s_.stream.c_str(), s.consumer.c_str(), nullptr, nullptr);
+        natsStatus rc = js_GetConsumerInfo(&ci, js_, s_.stream.c_str(),
+                                           s.consumer.c_str(), &jo, nullptr);
         if (rc == NATS_OK) {
             jsConsumerInfo_Destroy(ci);
             return true;
@@ -117,7 +118,7 @@ bool NatsTransport::bind(Sub &s)
     cc.MaxAckPending = s.max_ack_pending;
     jsErrCode jerr = jsErrCode(0);
     natsStatus rc =
-        js_AddConsumer(nullptr, js_, s_.stream.c_str(), &cc, nullptr, &jerr);
+        js_AddConsumer(nullptr, js_, s_.stream.c_str(), &cc, &jo, &jerr);
     // Made by a competing subscriber with other settings: use theirs.
     if (rc != NATS_OK && jerr != JSConsumerNameExistErr &&
         jerr != JSConsumerExistingActiveErr) {
@@ -132,7 +133,7 @@ bool NatsTransport::bind(Sub &s)
     so.Consumer = s.consumer.c_str();
     so.Queue = s.consumer.c_str();
     so.ManualAck = true;
-    rc = js_SubscribeSync(&s.sub, js_, s.subject.c_str(), nullptr, &so, &jerr);
+    rc = js_SubscribeSync(&s.sub, js_, s.subject.c_str(), &jo, &so, &jerr);
     if (rc != NATS_OK) {
         s.sub = nullptr;
         host().logf(

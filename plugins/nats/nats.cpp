@@ -112,6 +112,9 @@ void NatsTransport::stop()
         stopping_ = true;
         svc_cv_.notify_all();
     }
+    // Every subscription thread leaves at once, then each is joined.
+    for (auto &[cookie, sub] : subs_)
+        sub->stop = true;
     for (auto &[cookie, sub] : subs_)
         finish(*sub);
     subs_.clear();
@@ -434,8 +437,8 @@ bool NatsTransport::ensure_stream(std::string &why, todd_comms_status &st)
 {
     jsStreamInfo *si = nullptr;
     jsErrCode jerr = jsErrCode(0);
-    natsStatus rc =
-        js_GetStreamInfo(&si, js_, s_.stream.c_str(), nullptr, &jerr);
+    jsOptions jo = api_options(s_);
+    natsStatus rc = js_GetStreamInfo(&si, js_, s_.stream.c_str(), &jo, &jerr);
     if (rc == NATS_OK) {
         // Made by someone else: it must take our subjects and drop what
         // was acknowledged, or messages would pile up or go astray.
@@ -482,7 +485,7 @@ bool NatsTransport::ensure_stream(std::string &why, todd_comms_status &st)
     cfg.Replicas = s_.replicas;
     cfg.MaxAge = s_.retention.count() * 1000000LL;
     cfg.Duplicates = s_.duplicate_window.count() * 1000000LL;
-    rc = js_AddStream(nullptr, js_, &cfg, nullptr, &jerr);
+    rc = js_AddStream(nullptr, js_, &cfg, &jo, &jerr);
     if (rc == NATS_OK)
         return true;
     // Made by a peer meanwhile: check it like any existing one.

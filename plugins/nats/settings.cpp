@@ -267,6 +267,11 @@ OptionsPtr make_options(const Settings &s)
          natsOptions_SetReconnectWait(o.get(), s.reconnect_wait.count()));
     // Reconnect for ever: the programs decide when to give up.
     must("servers", natsOptions_SetMaxReconnect(o.get(), -1));
+    // A request (a JetStream publish or API call) fails at once while the
+    // connection is down, rather than waiting out its timeout for a server
+    // that is gone: publish sends it again once reconnected, and nothing
+    // that unsubscribe or stop waits for blocks on it.
+    must("servers", natsOptions_SetFailRequestsOnDisconnect(o.get(), true));
     must("ping_interval_ms",
          natsOptions_SetPingInterval(o.get(), s.ping_interval.count()));
     must("ping_interval_ms", natsOptions_SetMaxPingsOut(o.get(), 2));

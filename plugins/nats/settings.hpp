@@ -9,6 +9,7 @@
 
 #include <nats/nats.h>
 
+#include <algorithm>
 #include <chrono>
 #include <memory>
 #include <string>
@@ -67,6 +68,17 @@ using OptionsPtr = std::unique_ptr<natsOptions, OptionsDeleter>;
  * naming our key when nats.c refuses a value or cannot load a file.
  */
 OptionsPtr make_options(const Settings &s);
+
+/** Options of the JetStream API calls (stream and consumer lookups and
+ *  creation): answered within 2 s (or publish_timeout_ms, if shorter), as
+ *  unsubscribe and stop wait for a thread inside one. */
+inline jsOptions api_options(const Settings &s)
+{
+    jsOptions o;
+    jsOptions_Init(&o);
+    o.Wait = std::min<int64_t>(s.publish_timeout.count(), 2000);
+    return o;
+}
 
 /** "<nats.c status text>: <nats.c's last error>" for an error message. */
 std::string nats_error(natsStatus st);
