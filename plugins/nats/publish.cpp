@@ -22,9 +22,14 @@ struct MsgDeleter {
 };
 using MsgPtr = std::unique_ptr<natsMsg, MsgDeleter>;
 
-// Statuses after which the same publish may succeed if sent again.
-bool transient(natsStatus st)
+// Answers after which the same publish may succeed if sent again: no
+// answer, no responder (a stream whose leader is still being elected;
+// nats.c reports it as JetStream error 10076, "not enabled"), a cluster
+// that is not ready.
+bool transient(natsStatus st, jsErrCode jerr = jsErrCode(0))
 {
+    if (jerr == JSClusterNotAvailErr || jerr == JSClusterNotLeaderErr)
+        return true;
     return st == NATS_TIMEOUT || st == NATS_NO_RESPONDERS ||
            st == NATS_CONNECTION_DISCONNECTED || st == NATS_NO_SERVER;
 }
@@ -150,7 +155,7 @@ todd_comms_status NatsTransport::send(const char *destination,
             return TODD_COMMS_E_STATE;
         }
         why = nats_error(rc);
-        if (jerr != 0 || !transient(rc)) {
+        if (!transient(rc, jerr)) {
             error = "JetStream refused a message to '" +
                     std::string(destination) + "': " + why;
             if (jerr != 0)
@@ -202,8 +207,7 @@ void NatsTransport::batch_ack(jsCtx *, natsMsg *msg, jsPubAck *pa,
             const size_t i = seq - b->first;
             if (pa != nullptr) {
                 b->status[i] = TODD_COMMS_OK;
-            } else if (pae != nullptr && pae->ErrCode == 0 &&
-                       transient(pae->Err)) {
+            } else if (pae != nullptr && transient(pae->Err, pae->ErrCode)) {
                 b->resend[i] = true;
                 b->error[i] = natsStatus_GetText(pae->Err);
             } else if (pae != nullptr) {
