@@ -4,13 +4,15 @@
 #include "files.hpp"
 #include "ports.hpp"
 
+#include <algorithm>
 #include <arpa/inet.h>
+#include <cctype>
 #include <cerrno>
+#include <cstdio>
 #include <filesystem>
 #include <iterator>
 #include <mutex>
 #include <netinet/in.h>
-#include <regex>
 #include <sstream>
 #include <stdexcept>
 #include <sys/socket.h>
@@ -138,13 +140,62 @@ HttpReply http_get(int port, const std::string &path,
     return r;
 }
 
-// The first "key": "string" value in a JSON text ("" when absent): enough
-// for the flat fields of /jsz that the cluster waits on.
+// Every value of "key" in a JSON text, in order: a string's characters
+// (no escapes: the monitoring fields read here have none), or a literal's
+// text (true, 12). Enough for the flat fields the cluster waits on; no
+// std::regex (g++ 12's <regex> trips -Wmaybe-uninitialized under ASan).
+std::vector<std::string> json_values(const std::string &json,
+                                     const std::string &key)
+{
+    std::vector<std::string> out;
+    const std::string quoted = "\"" + key + "\"";
+    for (size_t at = json.find(quoted); at != std::string::npos;
+         at = json.find(quoted, at + 1)) {
+        size_t i = at + quoted.size();
+        while (i < json.size() && std::isspace((unsigned char)json[i]))
+            ++i;
+        if (i >= json.size() || json[i] != ':')
+            continue; // a string value equal to the key, not the key
+        ++i;
+        while (i < json.size() && std::isspace((unsigned char)json[i]))
+            ++i;
+        if (i < json.size() && json[i] == '"') {
+            size_t end = json.find('"', i + 1);
+            if (end != std::string::npos)
+                out.push_back(json.substr(i + 1, end - i - 1));
+        } else {
+            size_t end = json.find_first_of(",}] \t\r\n", i);
+            out.push_back(json.substr(
+                i, end == std::string::npos ? std::string::npos : end - i));
+        }
+    }
+    return out;
+}
+
+// The first "key": "string" value in a JSON text ("" when absent).
 std::string json_string(const std::string &json, const std::string &key)
 {
-    std::smatch m;
-    std::regex re("\"" + key + "\"\\s*:\\s*\"([^\"]*)\"");
-    return std::regex_search(json, m, re) ? m[1].str() : "";
+    auto v = json_values(json, key);
+    return v.empty() ? "" : v.front();
+}
+
+// The first "vX.Y.Z" in text: {X, Y} and the "vX.Y.Z", or false.
+bool find_version(const std::string &text, int &major, int &minor,
+                  std::string &whole)
+{
+    for (size_t v = text.find('v'); v != std::string::npos;
+         v = text.find('v', v + 1)) {
+        int x = 0, y = 0, z = 0, used = 0;
+        if (std::sscanf(text.c_str() + v, "v%d.%d.%d%n", &x, &y, &z, &used) ==
+                3 &&
+            std::isdigit((unsigned char)text[v + 1])) {
+            major = x;
+            minor = y;
+            whole = text.substr(v, size_t(used));
+            return true;
+        }
+    }
+    return false;
 }
 
 // PATH, then the sbin directories a non-root PATH may lack.
@@ -207,16 +258,16 @@ std::optional<std::string> NatsServer::unavailable()
             return;
         }
         RunResult r = run_capture({bin, "--version"}, 10s);
-        std::smatch m;
-        static const std::regex re("v([0-9]+)\\.([0-9]+)\\.([0-9]+)");
-        if (r.exit_code != 0 || !std::regex_search(r.output, m, re)) {
+        int major = 0, minor = 0;
+        std::string version;
+        if (r.exit_code != 0 ||
+            !find_version(r.output, major, minor, version)) {
             why = bin + " --version did not name a version: " +
                   tail_of(r.output, 500);
             return;
         }
-        int major = std::stoi(m[1]), minor = std::stoi(m[2]);
         if (major < kMinMajor || (major == kMinMajor && minor < kMinMinor))
-            why = bin + " is " + m[0].str() + ", older than the v" +
+            why = bin + " is " + version + ", older than the v" +
                   std::to_string(kMinMajor) + "." + std::to_string(kMinMinor) +
                   " the NATS tests need";
     });
@@ -574,10 +625,9 @@ NatsCluster::unsettled(const std::vector<NatsServer *> &launched) const
         return "meta leader " + leader + " is not running";
     // ...which lists each other running node as a current replica.
     std::string jsz = http_get(ln->monitor_port(), "/jsz", 1s).body;
-    static const std::regex current("\"current\"\\s*:\\s*true");
+    const auto currents = json_values(jsz, "current");
     if (static_cast<size_t>(
-            std::distance(std::sregex_iterator(jsz.begin(), jsz.end(), current),
-                          std::sregex_iterator())) < others)
+            std::count(currents.begin(), currents.end(), "true")) < others)
         return "meta leader " + leader + " does not see every node current";
     // A node that rejoined knows the meta leader before its stream and
     // consumer replicas have caught up: the full /healthz waits for those.
@@ -596,14 +646,11 @@ NatsCluster::unsettled(const std::vector<NatsServer *> &launched) const
                 n.get(),
                 json_string(http_get(n->monitor_port(), "/varz", 1s).body,
                             "server_id"));
-    static const std::regex remote("\"remote_id\"\\s*:\\s*\"([^\"]*)\"");
     for (const auto &[n, id] : ids) {
         std::string routez = http_get(n->monitor_port(), "/routez", 1s).body;
         std::string peers;
-        for (auto it =
-                 std::sregex_iterator(routez.begin(), routez.end(), remote);
-             it != std::sregex_iterator(); ++it)
-            peers += (*it)[1].str() + " ";
+        for (const auto &peer : json_values(routez, "remote_id"))
+            peers += peer + " ";
         for (const auto &[m, mid] : ids)
             if (m != n &&
                 (mid.empty() || peers.find(mid + " ") == std::string::npos))
