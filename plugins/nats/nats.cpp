@@ -36,16 +36,13 @@ void link_cb(natsConnection *, void *closure)
 void closed_cb(natsConnection *, void *closure)
 {
     auto *l = static_cast<NatsTransport::Link *>(closure);
-    bool orphan;
     {
         std::lock_guard<std::mutex> g(l->mu);
         l->closed = true;
         if (l->owner != nullptr)
             l->owner->on_closed();
-        orphan = l->owner == nullptr;
     }
-    if (orphan)
-        delete l; // stop stopped waiting for us: nobody else holds it
+    NatsTransport::Link::release(l); // the connection's hold
 }
 
 void error_cb(natsConnection *, natsSubscription *, natsStatus st,
@@ -143,13 +140,10 @@ void NatsTransport::stop()
         std::lock_guard<std::mutex> l(link_->mu);
         link_->owner = nullptr;
     }
-    // Else the link is freed by whoever calls back last: the late closed
-    // callback, or the abandoned connector.
-    if (!link_handed_off_ && closed)
-        delete link_;
-    else if (!link_handed_off_)
+    if (!closed)
         host().logf(TODD_COMMS_LOG_WARN, "nats.c did not confirm the close "
                                          "within 3 s; going on");
+    Link::release(link_);
     link_ = nullptr;
     if (js_ != nullptr)
         jsCtx_Destroy(js_);
@@ -183,9 +177,12 @@ void NatsTransport::report(int32_t state, todd_comms_status st,
                            const std::string &why)
 {
     std::lock_guard<std::mutex> g(state_mu_);
-    if (state_ == TODD_COMMS_STATE_STOPPED || (state == state_ && why.empty()))
+    // The same state for the same reason is said once, not at every retry.
+    if (state_ == TODD_COMMS_STATE_STOPPED ||
+        (state == state_ && (why.empty() || why == state_why_)))
         return;
     state_ = state;
+    state_why_ = why;
     host().state(state, st, why);
 }
 
@@ -268,7 +265,7 @@ todd_comms_status permanent(const std::string &why)
  * connect_timeout_ms per server (a server that accepts and never answers),
  * and cannot be interrupted. So it runs on a thread of its own, which stop
  * does not wait for: a connector that stop abandoned closes the connection
- * it got itself, and frees the callbacks' link (whose owner stop cut).
+ * it got itself (the callbacks' link, whose owner stop cut, outlives it).
  */
 struct NatsTransport::Connector {
     std::mutex mu;
@@ -285,6 +282,8 @@ struct NatsTransport::Connector {
         natsConnection *nc = nullptr;
         natsStatus st = natsConnection_Connect(&nc, c->opts.get());
         std::string error = st == NATS_OK ? "" : nats_error(st);
+        if (nc != nullptr)
+            c->link->hold(); // released by its closed callback
         std::unique_lock<std::mutex> lk(c->mu);
         if (!c->abandoned) {
             c->nc = nc;
@@ -292,15 +291,12 @@ struct NatsTransport::Connector {
             c->error = std::move(error);
             c->done = true;
             c->cv.notify_all();
-            return;
-        }
-        lk.unlock();
-        if (nc != nullptr) {
-            natsConnection_Close(nc); // its closed callback frees the link
+        } else if (nc != nullptr) {
+            lk.unlock();
+            natsConnection_Close(nc);
             natsConnection_Destroy(nc);
-        } else {
-            delete c->link; // no connection: no callback can come
         }
+        Link::release(c->link); // this thread's hold
     }
 };
 
@@ -309,6 +305,7 @@ bool NatsTransport::connect()
     while (!stopping_) {
         auto c = std::make_shared<Connector>();
         c->opts = connection_options();
+        link_->hold();
         c->link = link_;
         std::thread(&Connector::run, c).detach();
         natsConnection *nc = nullptr;
@@ -320,7 +317,6 @@ bool NatsTransport::connect()
                 c->cv.wait_for(lk, std::chrono::milliseconds(20));
             if (!c->done) {
                 c->abandoned = true;
-                link_handed_off_ = true;
                 return false;
             }
             nc = c->nc;
@@ -354,8 +350,10 @@ bool NatsTransport::connect()
             recheck_ = true;
             return true;
         }
-        if (nc != nullptr)
+        if (nc != nullptr) {
+            natsConnection_Close(nc);
             natsConnection_Destroy(nc);
+        }
         todd_comms_status p = permanent(why);
         report(p != TODD_COMMS_OK ? TODD_COMMS_STATE_FAILED
                                   : TODD_COMMS_STATE_RECONNECTING,

@@ -66,14 +66,32 @@ class NatsTransport final : public todd::comms::sdk::Transport {
     /**
      * What nats.c's connection callbacks get as closure. They run on
      * nats.c's callback thread, and the closed callback (the last one of a
-     * connection) may come after stop gave up waiting for it: so they reach
-     * the transport only through this link, which stop cuts, and the
-     * closed callback of a cut link frees it.
+     * connection) may come after stop gave up waiting for it, or from a
+     * connection that an abandoned connector made after stop: so they
+     * reach the transport only through this link, which stop cuts. Its
+     * holders are the transport, each connector thread and each
+     * connection (until its closed callback); the last one frees it.
      */
     struct Link {
         std::mutex mu;
         NatsTransport *owner = nullptr;
         bool closed = false;
+        int refs = 1;
+        void hold()
+        {
+            std::lock_guard<std::mutex> g(mu);
+            ++refs;
+        }
+        static void release(Link *l)
+        {
+            bool last;
+            {
+                std::lock_guard<std::mutex> g(l->mu);
+                last = --l->refs == 0;
+            }
+            if (last)
+                delete l;
+        }
     };
     void on_connected();
     void on_disconnected();
@@ -163,6 +181,7 @@ class NatsTransport final : public todd::comms::sdk::Transport {
 
     std::mutex state_mu_;
     int32_t state_ = 0;
+    std::string state_why_; // the detail state_ was reported with
 
     // The connection: made by the service thread, closed by stop.
     natsConnection *nc_ = nullptr;
@@ -173,14 +192,13 @@ class NatsTransport final : public todd::comms::sdk::Transport {
     // What the service thread and the others wait on.
     std::mutex svc_mu_;
     std::condition_variable svc_cv_;
-    bool linked_ = false;          // nats.c has a connection to a server
-    bool ready_ = false;           // ... and the stream is usable
-    uint64_t ready_epoch_ = 0;     // +1 each time ready_ becomes true
-    bool recheck_ = false;         // (re)connected: look at the stream again
-    Link *link_ = nullptr;         // made by start, cut by stop
-    bool link_handed_off_ = false; // an abandoned connector frees it
-    bool connecting_ = false;      // natsConnection_Connect has not returned
-    int publishers_ = 0;           // threads inside publish
+    bool linked_ = false;      // nats.c has a connection to a server
+    bool ready_ = false;       // ... and the stream is usable
+    uint64_t ready_epoch_ = 0; // +1 each time ready_ becomes true
+    bool recheck_ = false;     // (re)connected: look at the stream again
+    Link *link_ = nullptr;     // made by start, cut by stop
+    bool connecting_ = false;  // natsConnection_Connect has not returned
+    int publishers_ = 0;       // threads inside publish
 
     std::map<uint64_t, std::unique_ptr<Sub>> subs_;
 };
