@@ -38,7 +38,8 @@ class AgentsFixture {
     uint16_t api_ = 0, stream_ = 0;
 };
 
-/** Parameter: the transport's name ("loopback", "rabbitmq", "kafka", "nats"). */
+/** Parameter: the transport's name ("loopback", "rabbitmq", "kafka", "nats").
+ */
 class Agents : public AgentsFixture,
                public ::testing::TestWithParam<std::string> {
   protected:
