@@ -14,6 +14,8 @@
 // (a failure instead with TODD_REQUIRE_NATS=1).
 #include "nats_bench.hpp"
 
+#include "../common/pairs.hpp"
+
 #include <todd/core/comms.hpp>
 
 #include <algorithm>
@@ -30,6 +32,7 @@
 #include <vector>
 
 using namespace std::chrono_literals;
+using namespace benchpairs;
 using namespace nbench;
 using todd::core::Comms;
 using todd::core::Delivery;
@@ -53,19 +56,6 @@ struct Params {
     throw std::runtime_error(what);
 }
 
-/** CPU seconds this process used so far (every thread: ours, the
- *  plugin's, nats.c's; not the server's). */
-double cpu_now()
-{
-    rusage u{};
-    getrusage(RUSAGE_SELF, &u);
-    return double(u.ru_utime.tv_sec + u.ru_stime.tv_sec) +
-           double(u.ru_utime.tv_usec + u.ru_stime.tv_usec) / 1e6;
-}
-
-/** CPU microseconds per item of the last measurement (its timed part). */
-double last_cpu_us = 0;
-
 /** A measurement's fresh stream and subject prefix; the stream (with its
  *  consumers) is deleted when the measurement ends. Declared first, so
  *  that the transports using it stop before. */
@@ -80,24 +70,6 @@ struct Scratch {
             std::fprintf(stderr, "bench-nats: cleanup of %s: %s\n",
                          stream.c_str(), e.what());
         }
-    }
-};
-
-/** Waits for a count reached on another thread. */
-struct Counter {
-    std::mutex m;
-    std::condition_variable cv;
-    uint64_t n = 0;
-    void bump()
-    {
-        std::lock_guard g(m);
-        ++n;
-        cv.notify_all();
-    }
-    bool wait(uint64_t upto, std::chrono::milliseconds limit)
-    {
-        std::unique_lock lk(m);
-        return cv.wait_for(lk, limit, [&] { return n >= upto; });
     }
 };
 
@@ -301,64 +273,6 @@ std::vector<double> plugin_round_trip(Raw &admin, const std::string &url, int n)
 // ---------------------------------------------------------------------------
 // Runs, figures and goals.
 
-double median(std::vector<double> v)
-{
-    std::sort(v.begin(), v.end());
-    const size_t n = v.size();
-    return n == 0 ? 0 : n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
-}
-
-double percentile(std::vector<double> v, double q)
-{
-    if (v.empty())
-        return 0;
-    std::sort(v.begin(), v.end());
-    return v[std::min(v.size() - 1, size_t(q * double(v.size())))];
-}
-
-std::string spread(const std::vector<double> &v, const char *fmt)
-{
-    if (v.empty())
-        return "-";
-    char b[128];
-    auto [lo, hi] = std::minmax_element(v.begin(), v.end());
-    std::string f = std::string(fmt) + " (" + fmt + ".." + fmt + ")";
-    std::snprintf(b, sizeof b, f.c_str(), median(v), *lo, *hi);
-    return b;
-}
-
-/** One line of the table: a figure per run of each side. */
-struct Row {
-    Row(std::string n, const char *f, bool g = false)
-        : name(std::move(n)), fmt(f), goal(g)
-    {
-    }
-    std::string name;
-    const char *fmt;
-    bool goal; // plugin/raw of the medians >= 0.9
-    std::vector<double> raw, plugin;
-    std::vector<double> raw_cpu, plugin_cpu; // CPU us per item
-};
-
-/** Run raw and plugin `runs` times, alternating which goes first. */
-template <class R, class P>
-void pair_runs(const Params &p, const char *name, R raw, P plugin, Row &row)
-{
-    for (int r = 0; r < p.runs; ++r) {
-        const bool raw_first = r % 2 == 0;
-        for (int side = 0; side < 2; ++side) {
-            const bool is_raw = (side == 0) == raw_first;
-            double v = is_raw ? raw() : plugin();
-            (is_raw ? row.raw : row.plugin).push_back(v);
-            (is_raw ? row.raw_cpu : row.plugin_cpu).push_back(last_cpu_us);
-            std::fprintf(stderr, "  %-22s run %d %-6s ", name, r + 1,
-                         is_raw ? "raw" : "plugin");
-            std::fprintf(stderr, row.fmt, v);
-            std::fprintf(stderr, "  (%.1f us CPU each)\n", last_cpu_us);
-        }
-    }
-}
-
 int usage()
 {
     std::fprintf(stderr, "usage: bench-nats [--runs N] [--each N] "
@@ -432,7 +346,7 @@ int main(int argc, char **argv)
         if (want("each")) {
             Row r{"publish, wait each ack (msg/s)", "%.0f", true};
             pair_runs(
-                p, "publish each",
+                p.runs, "publish each",
                 [&] { return raw_publish(admin, url, p.each); },
                 [&] { return plugin_publish(admin, url, p.each); }, r);
             rows.push_back(r);
@@ -441,7 +355,7 @@ int main(int argc, char **argv)
             Row r{"consume + ack (msg/s)", "%.0f", true},
                 join{"consume: subscribe to 1st (ms)", "%.1f"};
             pair_runs(
-                p, "consume + ack",
+                p.runs, "consume + ack",
                 [&] {
                     auto c = raw_consume(admin, url, p.consume);
                     join.raw.push_back(c.join_s * 1e3);
@@ -460,7 +374,7 @@ int main(int argc, char **argv)
             Row p50{"round trip p50 (us)", "%.0f"},
                 p99{"round trip p99 (us)", "%.0f"};
             pair_runs(
-                p, "round trip p99 (us)",
+                p.runs, "round trip p99 (us)",
                 [&] {
                     rtt_raw.push_back(raw_round_trip(admin, url, p.rtt));
                     p50.raw.push_back(percentile(rtt_raw.back(), 0.5));
