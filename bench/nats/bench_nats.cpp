@@ -426,6 +426,18 @@ int main(int argc, char **argv)
                     "%.0f us, plugin p50 %.0f us p99 %.0f us\n",
                     all_raw.size(), all_plugin.size(), percentile(all_raw, 0.5),
                     raw99, percentile(all_plugin, 0.5), plug99);
+    if (!all_raw.empty()) {
+        // Where the tails part: a shift of the whole distribution, or a few
+        // late samples (a thread waiting for a CPU).
+        std::printf(
+            "round trip tail (us):      p90    p95    p99  p99.9    max\n");
+        for (auto [side, v] :
+             {std::pair{"raw", &all_raw}, {"plugin", &all_plugin}})
+            std::printf("  %-22s %6.0f %6.0f %6.0f %6.0f %6.0f\n", side,
+                        percentile(*v, 0.9), percentile(*v, 0.95),
+                        percentile(*v, 0.99), percentile(*v, 0.999),
+                        percentile(*v, 1.0));
+    }
 
     std::vector<std::string> missed;
     std::printf("\ngoals (load %s):\n", loadavg().c_str());
