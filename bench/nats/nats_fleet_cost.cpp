@@ -14,6 +14,7 @@
 // Real subscribers are not attached: an idle subscription costs the
 // server nothing more than its consumer (the plugin's subscription waits
 // for pushes, without requests).
+#include "../common/pairs.hpp"
 #include "nats_server.hpp"
 
 #include <nats/nats.h>
@@ -154,12 +155,6 @@ double publish_rate(jsCtx *js, int count, int agents)
     return count / seconds_since(t);
 }
 
-double median(std::vector<double> v)
-{
-    std::sort(v.begin(), v.end());
-    return v[v.size() / 2];
-}
-
 } // namespace
 
 int main(int argc, char **argv)
@@ -181,7 +176,9 @@ int main(int argc, char **argv)
     }
     bool missed = false;
     try {
-        std::printf("%-8s %12s %12s %12s %12s %14s %14s %8s %12s\n", "agents",
+        std::printf("publishes per second, each waiting for its ack: median "
+                    "(min..max) of 3 runs of 2,000\n");
+        std::printf("%-7s %9s %10s %10s %12s %22s %22s %6s %12s\n", "agents",
                     "make (s)", "RSS (MiB)", "KiB/agent", "disk KiB/ag",
                     "pub/s none", "pub/s fleet", "ratio", "restart (s)");
         for (int n : sizes) {
@@ -222,12 +219,14 @@ int main(int argc, char **argv)
             server.stop();
             server.start(); // waits until it is ready (healthz)
             const double restart_s = server.last_start_time().count() / 1e3;
-            const double ratio = median(fleet) / median(none);
-            std::printf("%-8d %12.1f %12.1f %12.1f %12.1f %14.0f %14.0f "
-                        "%8.2f %12.1f\n",
-                        n, make_s, rss1 / 1024.0, double(rss1 - rss0) / n,
-                        disk / 1024.0 / n, median(none), median(fleet), ratio,
-                        restart_s);
+            const double ratio =
+                benchpairs::median(fleet) / benchpairs::median(none);
+            std::printf(
+                "%-7d %9.1f %10.1f %10.1f %12.1f %22s %22s %6.2f "
+                "%12.1f\n",
+                n, make_s, rss1 / 1024.0, double(rss1 - rss0) / n,
+                disk / 1024.0 / n, benchpairs::spread(none, "%.0f").c_str(),
+                benchpairs::spread(fleet, "%.0f").c_str(), ratio, restart_s);
             std::fflush(stdout);
             if (ratio < 0.9) {
                 std::printf("  goal: publishing with %d consumers >= 0.9x "
