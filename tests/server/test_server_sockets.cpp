@@ -214,6 +214,20 @@ class ServerProcess {
 
     std::string log() const { return read_file_if_exists(dir / "server.err"); }
 
+    /** For a failed expectation: alive or how it ended, its descriptors,
+     *  and its log (a server killed by a sanitizer says why there). */
+    std::string post_mortem()
+    {
+        std::ostringstream o;
+        todd::test::ExitStatus st = proc->poll();
+        if (st.running())
+            o << "server running with " << open_fds(pid) << " descriptors\n";
+        else
+            o << "server gone: " << st.text() << "\n";
+        o << log().substr(0, 6000);
+        return o.str();
+    }
+
     /** A real todd-agent on the same endpoint; its UUID ("" if none). */
     std::string start_agent(int i)
     {
@@ -472,7 +486,8 @@ TEST(ServerSockets, StreamConnectionsHoldingEveryFdNeitherSpinNorHang)
     // A REST client gets an answer (503 through the reserve descriptor,
     // or 200), not a hang.
     Reply r = get(s.api, "/v1/agent", 5s);
-    EXPECT_TRUE(r.status == 503 || r.status == 200) << r.status;
+    EXPECT_TRUE(r.status == 503 || r.status == 200) << r.status << "\n"
+                                                    << s.post_mortem();
     // Descriptors free again: the API answers.
     for (int fd : held)
         close(fd);
@@ -509,11 +524,11 @@ TEST(ServerSockets, IdleConnectionsAreShedSoTheApiKeepsAnswering)
                         << " s of CPU with no descriptors";
     // Idle connections still held by the client: the oldest make room.
     Reply r = get(s.api, "/v1/agent", 5s);
-    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.status, 200) << s.post_mortem();
     for (int i = 0; i < 50; ++i)
         close(held[static_cast<size_t>(i)]);
     r = get(s.api, "/v1/agent", 5s);
-    EXPECT_EQ(r.status, 200);
+    EXPECT_EQ(r.status, 200) << s.post_mortem();
     for (size_t i = 50; i < held.size(); ++i)
         close(held[i]);
 }
