@@ -187,6 +187,8 @@ void KafkaTransport::consume(Sub &s)
     // a time. A result that never comes (the cluster went away) holds the
     // next commit back for commit_interval_ms at most.
     constexpr int idle_commit_ms = 5;
+    PartitionList store = one_partition(s.topic.c_str(), 0, 0);
+    s.store = store.get();
     tl_polling = &s;
     Clock::time_point commit_sent;
     while (!s.stop) {
@@ -218,6 +220,7 @@ void KafkaTransport::consume(Sub &s)
             handle(s, m);
         rd_kafka_message_destroy(m);
     }
+    s.store = nullptr;
 }
 
 void KafkaTransport::mark_live(Sub &s)
@@ -233,10 +236,13 @@ void KafkaTransport::handle(Sub &s, rd_kafka_message_t *m)
 {
     const char *topic = rd_kafka_topic_name(m->rkt);
     auto settle = [&] {
-        auto l = one_partition(topic, m->partition, m->offset + 1);
-        rd_kafka_resp_err_t err = rd_kafka_offsets_store(s.rk, l.get());
+        rd_kafka_topic_partition_t &e = s.store->elems[0];
+        e.partition = m->partition;
+        e.offset = m->offset + 1;
+        e.err = RD_KAFKA_RESP_ERR_NO_ERROR;
+        rd_kafka_resp_err_t err = rd_kafka_offsets_store(s.rk, s.store);
         if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
-            err = l->elems[0].err;
+            err = e.err;
         // Not assigned any more (a rebalance): its new owner delivers it
         // again; at-least-once allows that.
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
@@ -246,15 +252,20 @@ void KafkaTransport::handle(Sub &s, rd_kafka_message_t *m)
         s.requeued.erase({m->partition, m->offset});
         s.uncommitted = true;
     };
-    // The key is the destination: another destination's record on the
-    // shared topic is skipped without parsing its headers.
-    if (m->key == nullptr || m->key_len != s.destination.size() ||
-        std::memcmp(m->key, s.destination.data(), m->key_len) != 0) {
+    // The key is the destination, followed by a NUL when the record has
+    // headers: another destination's record on the shared topic is
+    // skipped, and a plain one delivered, without asking for headers.
+    const size_t n = s.destination.size();
+    const bool has_headers =
+        m->key_len == n + 1 && static_cast<const char *>(m->key)[n] == '\0';
+    if (m->key == nullptr || (m->key_len != n && !has_headers) ||
+        std::memcmp(m->key, s.destination.data(), n) != 0) {
         settle();
         return;
     }
     rd_kafka_headers_t *hs = nullptr;
-    if (rd_kafka_message_headers(m, &hs) != RD_KAFKA_RESP_ERR_NO_ERROR)
+    if (has_headers &&
+        rd_kafka_message_headers(m, &hs) != RD_KAFKA_RESP_ERR_NO_ERROR)
         hs = nullptr;
     std::string ttl, ct;
     if (header(hs, "todd-ttl-ms", ttl)) {

@@ -139,7 +139,10 @@ uint64_t KafkaTransport::produce(const todd_comms_outgoing &m,
     auto [topic, partition] = route(dest, deadline);
     // The destination is the record's key; headers only for what is not
     // the default, so that most records carry none and a consumer skips
-    // other destinations' records without parsing any.
+    // other destinations' records without parsing any. A record with
+    // headers says so with a NUL after the destination (a destination has
+    // none): a consumer reads headers only then, since merely asking
+    // librdkafka for them costs a cache miss per record.
     Headers h;
     const char *ct = todd::comms::sdk::content_type(m.opts);
     if (std::strcmp(ct, default_content_type) != 0) {
@@ -163,7 +166,7 @@ uint64_t KafkaTransport::produce(const todd_comms_outgoing &m,
         rd_kafka_resp_err_t err = rd_kafka_producev(
             producer_, RD_KAFKA_V_TOPIC(topic->name.c_str()),
             RD_KAFKA_V_PARTITION(partition),
-            RD_KAFKA_V_KEY(dest.data(), dest.size()),
+            RD_KAFKA_V_KEY(dest.c_str(), dest.size() + (h ? 1 : 0)),
             RD_KAFKA_V_VALUE(const_cast<uint8_t *>(m.payload),
                              static_cast<size_t>(m.payload_len)),
             RD_KAFKA_V_HEADERS(h.get()),

@@ -150,6 +150,9 @@ class KafkaTransport final : public todd::comms::sdk::Transport {
         // (partition, offset) of requeued messages: flagged when they
         // come again.
         std::set<std::pair<int32_t, int64_t>> requeued;
+        // One entry of `topic`, reused for every offset stored: no
+        // allocation per message (owned by consume()).
+        rd_kafka_topic_partition_list_t *store = nullptr;
     };
 
   private:

@@ -39,6 +39,7 @@ struct Record {
     std::string topic, destination, ttl_ms, payload;
     int32_t partition = -1;
     int64_t offset = -1, timestamp_ms = -1;
+    bool headers_flagged = false; // a NUL after the destination in the key
 };
 
 /** Reads every record of the plugin's message topics (todd.messages.*)
@@ -141,8 +142,14 @@ class RawReader {
                 return std::string();
             return std::string(static_cast<const char *>(v), n);
         };
-        if (m->key != nullptr) // the key is the destination
+        // The key is the destination, and a NUL after it when the record
+        // has headers (docs/kafka.md).
+        if (m->key != nullptr)
             r.destination.assign(static_cast<const char *>(m->key), m->key_len);
+        r.headers_flagged =
+            !r.destination.empty() && r.destination.back() == '\0';
+        if (r.headers_flagged)
+            r.destination.pop_back();
         r.ttl_ms = header("todd-ttl-ms");
         return r;
     }
@@ -201,6 +208,8 @@ TEST_F(KafkaAdvertTtl, AStaleAdvertIsNeverDeliveredALaterConsumerGetsTheFresh)
         ASSERT_EQ(first->terminate(10s, &took), "exit 0") << first->output();
     }
     EXPECT_EQ(stale->ttl_ms, std::to_string(todd::core::advert_ttl.count()));
+    EXPECT_TRUE(stale->headers_flagged)
+        << "a record with headers must say so in its key";
     // Nobody consumed it while it was fresh. Let its TTL pass (measured
     // from the broker's timestamp of the record, the clock the plugin
     // judges by): it stays on the broker, but it is stale now.
