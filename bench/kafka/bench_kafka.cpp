@@ -211,6 +211,7 @@ ConsumeResult raw_consume(rd_kafka_t *admin, const std::string &bs, int n,
     const double t0 = now_s();
     double first = 0, c0 = 0;
     Handle c = raw_consumer(bs, group, topic);
+    OffsetStore store(c.get(), topic);
     for (int got = 0; got < n; ++got) {
         rd_kafka_message_t *m = next_message(c.get(), 30s);
         if (got == 0)
@@ -218,7 +219,7 @@ ConsumeResult raw_consume(rd_kafka_t *admin, const std::string &bs, int n,
         if (m->len != body.size() || (headers && !read_headers(m)))
             fail("raw consume: a body of " + std::to_string(m->len) +
                  " bytes, or another destination's record");
-        store_offset(c.get(), m);
+        store(m);
         rd_kafka_message_destroy(m);
     }
     rd_kafka_resp_err_t e = rd_kafka_commit(c.get(), nullptr, 0);
@@ -298,6 +299,8 @@ std::vector<double> raw_round_trip(rd_kafka_t *admin, const std::string &bs,
     RawProducer server(bs), agent(bs);
     Handle agent_in = raw_consumer(bs, sc.groups[0], ttopic);
     Handle server_in = raw_consumer(bs, sc.groups[1], rtopic);
+    OffsetStore agent_store(agent_in.get(), ttopic),
+        server_store(server_in.get(), rtopic);
     std::vector<double> us;
     double c0 = 0;
     for (int i = -1; i < n; ++i) { // the first one warms up (group joins)
@@ -310,10 +313,10 @@ std::vector<double> raw_round_trip(rd_kafka_t *admin, const std::string &bs,
         rd_kafka_message_t *task = next_message(agent_in.get(), limit);
         agent.produce(rtopic, home_of(reply_dest), reply_dest, body);
         agent.wait(agent.sent);
-        store_offset(agent_in.get(), task);
+        agent_store(task);
         rd_kafka_message_destroy(task);
         rd_kafka_message_t *reply = next_message(server_in.get(), limit);
-        store_offset(server_in.get(), reply);
+        server_store(reply);
         rd_kafka_message_destroy(reply);
         if (i >= 0)
             us.push_back((now_s() - t0) * 1e6);

@@ -324,15 +324,27 @@ Handle raw_consumer(const std::string &bootstrap, const std::string &group,
     return rk;
 }
 
-void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *m)
+OffsetStore::OffsetStore(rd_kafka_t *rk, const std::string &topic)
+    : rk_(rk), list_(one_partition(topic, 0, 0).release())
 {
-    PartitionList l =
-        one_partition(rd_kafka_topic_name(m->rkt), m->partition, m->offset + 1);
-    rd_kafka_resp_err_t e = rd_kafka_offsets_store(rk, l.get());
-    if (e == RD_KAFKA_RESP_ERR_NO_ERROR)
-        e = l->elems[0].err;
-    if (e != RD_KAFKA_RESP_ERR_NO_ERROR)
-        fail(std::string("raw offsets_store: ") + rd_kafka_err2str(e));
+}
+
+OffsetStore::~OffsetStore()
+{
+    rd_kafka_topic_partition_list_destroy(list_);
+}
+
+void OffsetStore::operator()(const rd_kafka_message_t *m)
+{
+    rd_kafka_topic_partition_t &e = list_->elems[0];
+    e.partition = m->partition;
+    e.offset = m->offset + 1;
+    e.err = RD_KAFKA_RESP_ERR_NO_ERROR;
+    rd_kafka_resp_err_t err = rd_kafka_offsets_store(rk_, list_);
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR)
+        err = e.err;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR)
+        fail(std::string("raw offsets_store: ") + rd_kafka_err2str(err));
 }
 
 Handle admin_handle(const std::string &bootstrap)

@@ -128,8 +128,20 @@ struct RawProducer {
 Handle raw_consumer(const std::string &bootstrap, const std::string &group,
                     const std::string &topic);
 
-/** Store offset+1 of m (as the plugin settles a message). */
-void store_offset(rd_kafka_t *rk, const rd_kafka_message_t *m);
+/** Stores offset+1 of each message of one topic, as the plugin settles
+ *  a message: one partition list reused, no allocation per message. */
+class OffsetStore {
+  public:
+    OffsetStore(rd_kafka_t *rk, const std::string &topic);
+    ~OffsetStore();
+    OffsetStore(const OffsetStore &) = delete;
+    OffsetStore &operator=(const OffsetStore &) = delete;
+    void operator()(const rd_kafka_message_t *m);
+
+  private:
+    rd_kafka_t *rk_;
+    rd_kafka_topic_partition_list_t *list_;
+};
 
 // ---------------------------------------------------------------------------
 // Admin.
