@@ -1209,7 +1209,21 @@ struct Server::Impl {
         accept_stream();
         sender = std::make_unique<Sender>(*comms);
         work.emplace(ioc.get_executor());
-        io_thread = std::thread([this] { ioc.run(); });
+        io_thread = std::thread([this] {
+            // A handler that throws must cost its request, not the server:
+            // log it and go on running the others.
+            for (;;) {
+                try {
+                    ioc.run();
+                    return;
+                } catch (const std::exception &e) {
+                    log::error(C,
+                               std::string("I/O handler failed: ") + e.what());
+                } catch (...) {
+                    log::error(C, "I/O handler failed");
+                }
+            }
+        });
         started = true;
         comms->start();
         advert_sub = comms->listen_for_agent([this](const msg::AgentAdvert &a) {
