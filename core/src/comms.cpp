@@ -40,15 +40,15 @@ void refuse_in_handler(const char *op)
 template <class Msg, class Decode, class Handler>
 DeliveryHandler decoding(std::string queue, Decode decode, Handler handler,
                          size_t max_bytes, const char *key,
-                         std::shared_ptr<std::atomic<uint64_t>> oversized)
+                         std::shared_ptr<Comms::Refusals> refused)
 {
     return [queue = std::move(queue), decode, handler = std::move(handler),
             max_bytes, key,
-            oversized = std::move(oversized)](const Delivery &d) -> Verdict {
+            refused = std::move(refused)](const Delivery &d) -> Verdict {
         HandlerScope scope;
         // Before decoding: a huge message is never parsed nor kept.
         if (d.payload.size() > max_bytes) {
-            ++*oversized;
+            ++refused->oversized;
             log::warn(component,
                       "queue \"" + queue + "\": rejecting a message of " +
                           std::to_string(d.payload.size()) +
@@ -60,6 +60,7 @@ DeliveryHandler decoding(std::string queue, Decode decode, Handler handler,
         try {
             m.emplace(decode(d.payload));
         } catch (const msg::DecodeError &e) {
+            ++refused->undecodable;
             log::warn(component, "queue \"" + queue +
                                      "\": rejecting an undecodable message (" +
                                      std::to_string(d.payload.size()) +
@@ -136,7 +137,7 @@ Subscription Comms::listen_for_tasks(const std::string &uuid,
     return transport_->subscribe(
         uuid, decoding<msg::Task>(uuid, msg::decode_task, std::move(handler),
                                   limits_.max_message_bytes,
-                                  "max_message_bytes", oversized_));
+                                  "max_message_bytes", refused_));
 }
 
 void Comms::watch_for_group(TaskHandler handler)
@@ -149,7 +150,7 @@ void Comms::watch_for_group(TaskHandler handler)
     group_sub_ = transport_->subscribe(
         q, decoding<msg::Task>(q, msg::decode_task, group_handler_,
                                limits_.max_message_bytes, "max_message_bytes",
-                               oversized_));
+                               refused_));
 }
 
 void Comms::set_group(const std::string &group)
@@ -172,7 +173,7 @@ void Comms::set_group(const std::string &group)
     group_sub_ = transport_->subscribe(
         q, decoding<msg::Task>(q, msg::decode_task, group_handler_,
                                limits_.max_message_bytes, "max_message_bytes",
-                               oversized_));
+                               refused_));
 }
 
 std::string Comms::group() const
@@ -193,7 +194,7 @@ Subscription Comms::listen_for_agent(AdvertHandler handler)
         queue_agentadvert,
         decoding<msg::AgentAdvert>(
             queue_agentadvert, msg::decode_advert, std::move(handler),
-            limits_.max_message_bytes, "max_message_bytes", oversized_));
+            limits_.max_message_bytes, "max_message_bytes", refused_));
 }
 
 void Comms::send_task(const std::string &queue, const msg::Task &task)
@@ -213,7 +214,7 @@ Subscription Comms::listen_for_responses(ResponseHandler handler)
         queue_agentresponses,
         decoding<msg::Response>(queue_agentresponses, msg::decode_response,
                                 std::move(handler), limits_.max_response_bytes,
-                                "max_response_bytes", oversized_));
+                                "max_response_bytes", refused_));
 }
 
 void Comms::send_raw(const std::string &queue, std::string_view payload,

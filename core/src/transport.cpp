@@ -162,10 +162,30 @@ struct Transport::Impl {
     mutable std::mutex counts; // guards rejected
     std::map<std::string, uint64_t, std::less<>> rejected;
 
+    // TransportCounters, as relaxed atomics: they order nothing.
+    struct Counts {
+        std::atomic<uint64_t> published{0}, publish_failed{0}, delivered{0},
+            acked{0}, requeued{0}, rejected{0}, redelivered{0}, connects{0},
+            disconnects{0};
+    } tally;
+    static void bump(std::atomic<uint64_t> &c, uint64_t by = 1)
+    {
+        c.fetch_add(by, std::memory_order_relaxed);
+    }
+    void count_batch(const std::vector<int32_t> &statuses)
+    {
+        uint64_t ok = 0;
+        for (int32_t st : statuses)
+            ok += st == TODD_COMMS_OK;
+        bump(tally.published, ok);
+        bump(tally.publish_failed, statuses.size() - ok);
+    }
+
     /** A REJECT verdict for destination: count it, log the running count. */
     void count_reject(std::string_view destination)
     {
         uint64_t n;
+        bump(tally.rejected);
         {
             std::lock_guard lock(counts);
             auto it = rejected.find(destination);
@@ -251,6 +271,7 @@ struct Transport::Impl {
                 log::error(
                     s->component,
                     "deliver with a NULL or truncated message; rejected");
+                bump(s->tally.rejected);
                 return TODD_COMMS_VERDICT_REJECT;
             }
             std::shared_ptr<DeliveryHandler> h;
@@ -277,11 +298,17 @@ struct Transport::Impl {
                                  m->payload ? m->payload_len : 0);
             dv.content_type = m->content_type ? m->content_type : "";
             dv.redelivered = (m->flags & TODD_COMMS_MSG_REDELIVERED) != 0;
+            bump(s->tally.delivered);
+            if (dv.redelivered)
+                bump(s->tally.redelivered);
             CallbackScope scope(s);
             try {
                 Verdict v = (*h)(dv);
                 if (v == Verdict::reject)
                     s->count_reject(dv.destination);
+                else
+                    bump(v == Verdict::ack ? s->tally.acked
+                                           : s->tally.requeued);
                 return static_cast<int32_t>(v);
             } catch (const std::exception &e) {
                 log::warn(s->component,
@@ -293,6 +320,7 @@ struct Transport::Impl {
                     "handler for '" + std::string(dv.destination) +
                         "' threw a non-standard exception; message requeued");
             }
+            bump(s->tally.requeued);
             return TODD_COMMS_VERDICT_REQUEUE;
         } catch (...) {
             return TODD_COMMS_VERDICT_REQUEUE;
@@ -314,7 +342,13 @@ struct Transport::Impl {
                           "unknown connection state " + std::to_string(state));
                 return;
             }
-            s->state.store(state);
+            int before = s->state.exchange(state);
+            if (state == TODD_COMMS_STATE_CONNECTED &&
+                before != TODD_COMMS_STATE_CONNECTED)
+                bump(s->tally.connects);
+            else if (before == TODD_COMMS_STATE_CONNECTED &&
+                     state != TODD_COMMS_STATE_CONNECTED)
+                bump(s->tally.disconnects);
             std::string text = detail ? detail : "";
             log::write(
                 state == TODD_COMMS_STATE_FAILED ? log::Level::warn
@@ -499,6 +533,8 @@ void Transport::publish(std::string_view destination, std::string_view payload,
     int32_t st = i.d->publish(i.inst, dest,
                               reinterpret_cast<const uint8_t *>(payload.data()),
                               payload.size(), &o);
+    Impl::bump(st == TODD_COMMS_OK ? i.tally.published
+                                   : i.tally.publish_failed);
     if (st != TODD_COMMS_OK)
         throw CommsError(
             st, i.failure("publish to '" + std::string(destination) + "'", st));
@@ -531,6 +567,7 @@ std::vector<int32_t> Transport::publish_batch(
                 log::error(i.component,
                            i.failure("publish to '" + dest + "'", statuses[n]));
         }
+        i.count_batch(statuses);
         return statuses;
     }
     // A status the plugin leaves untouched is caught below (ABI-11).
@@ -557,6 +594,7 @@ std::vector<int32_t> Transport::publish_batch(
                                     (st != TODD_COMMS_OK
                                          ? ": " + i.failure("publish_batch", st)
                                          : std::string()));
+    i.count_batch(statuses);
     return statuses;
 }
 
@@ -638,6 +676,25 @@ uint64_t Transport::rejected(std::string_view destination) const
     std::lock_guard lock(impl_->counts);
     auto it = impl_->rejected.find(destination);
     return it == impl_->rejected.end() ? 0 : it->second;
+}
+
+TransportCounters Transport::counters() const
+{
+    const Impl::Counts &c = impl_->tally;
+    auto get = [](const std::atomic<uint64_t> &a) {
+        return a.load(std::memory_order_relaxed);
+    };
+    TransportCounters t;
+    t.published = get(c.published);
+    t.publish_failed = get(c.publish_failed);
+    t.delivered = get(c.delivered);
+    t.acked = get(c.acked);
+    t.requeued = get(c.requeued);
+    t.rejected = get(c.rejected);
+    t.redelivered = get(c.redelivered);
+    t.connects = get(c.connects);
+    t.disconnects = get(c.disconnects);
+    return t;
 }
 
 LinkState Transport::state() const

@@ -109,14 +109,24 @@ class Comms {
 
     const MessageLimits &limits() const { return limits_; }
     /** Deliveries rejected unread for being over a MessageLimits bound. */
-    uint64_t oversized_rejected() const { return oversized_->load(); }
+    uint64_t oversized_rejected() const { return refused_->oversized.load(); }
+    /** Deliveries rejected because they did not decode as ToDD JSON. */
+    uint64_t undecodable_rejected() const
+    {
+        return refused_->undecodable.load();
+    }
+
+    /** Deliveries the facade rejects before any handler, by reason; shared
+     *  with the decoding handlers, which may outlive a moved subscription. */
+    struct Refusals {
+        std::atomic<uint64_t> oversized{0}, undecodable{0};
+    };
 
   private:
     std::unique_ptr<Transport> transport_;
     SendPolicy policy_;
     MessageLimits limits_;
-    std::shared_ptr<std::atomic<uint64_t>> oversized_ =
-        std::make_shared<std::atomic<uint64_t>>(0);
+    std::shared_ptr<Refusals> refused_ = std::make_shared<Refusals>();
     std::mutex control_mu_; // serialises group moves and stop
     std::mutex cancel_mu_;  // guards cancelled_ for cancel_cv_
     std::condition_variable cancel_cv_;

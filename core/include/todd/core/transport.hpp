@@ -67,6 +67,24 @@ struct PublishOptions {
     std::string content_type = "text/plain";
 };
 
+/**
+ * What the host saw of one transport instance since create. Counted in the
+ * host around every plugin call and callback, so every transport reports
+ * the same figures whatever its plugin does (docs/observability.md).
+ */
+struct TransportCounters {
+    uint64_t published = 0;      ///< publishes the plugin accepted
+    uint64_t publish_failed = 0; ///< publishes it refused or failed
+    uint64_t delivered = 0;      ///< deliveries handed to a handler
+    uint64_t acked = 0;          ///< ... answered ack
+    uint64_t requeued = 0;       ///< ... answered requeue (or that threw)
+    uint64_t rejected = 0;       ///< ... answered reject, and deliveries
+                                 ///< refused before any handler
+    uint64_t redelivered = 0;    ///< deliveries flagged redelivered
+    uint64_t connects = 0;       ///< changes to connected, the first too
+    uint64_t disconnects = 0;    ///< changes from connected to another state
+};
+
 class Transport;
 
 /** Ends its subscription when destroyed or reset(). Move-only. */
@@ -129,6 +147,10 @@ class Transport {
      *  create. Each one is also logged with the running count. */
     std::map<std::string, uint64_t> rejected() const;
     uint64_t rejected(std::string_view destination) const;
+
+    /** A consistent-enough snapshot (each field read atomically).
+     *  Thread-safe, cheap: one relaxed load per field. */
+    TransportCounters counters() const;
 
     const PluginInfo &plugin() const;
 
