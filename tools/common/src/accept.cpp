@@ -2,7 +2,7 @@
 // The accept loop shared by the REST, asset and status-stream listeners:
 // bounded connections, and no busy loop when descriptors run out (EMFILE
 // leaves the listening socket readable, so retrying at once spins).
-#include "http.hpp"
+#include <todd/service/http.hpp>
 
 #include <todd/core/log.hpp>
 
@@ -12,7 +12,7 @@
 
 #include <cerrno>
 
-namespace todd::server::http {
+namespace todd::service::http {
 
 namespace {
 
@@ -214,4 +214,4 @@ void AcceptLoop::on_accept(boost::system::error_code ec, tcp::socket s)
     back_off();
 }
 
-} // namespace todd::server::http
+} // namespace todd::service::http

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "http.hpp"
+#include <todd/service/http.hpp>
 
 #include <todd/core/config.hpp>
 #include <todd/core/log.hpp>
@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <ctime>
 
-namespace todd::server::http {
+namespace todd::service::http {
 
 namespace beast = boost::beast;
 
@@ -280,4 +280,4 @@ Response not_found(const Request &req)
     return error(req, bhttp::status::not_found, "404 page not found");
 }
 
-} // namespace todd::server::http
+} // namespace todd::service::http

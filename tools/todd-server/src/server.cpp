@@ -6,7 +6,6 @@
 #include <todd/server/server.hpp>
 
 #include "assets.hpp"
-#include "http.hpp"
 #include "json.hpp"
 #include "objects.hpp"
 #include "store.hpp"
@@ -14,6 +13,7 @@
 #include <todd/core/comms.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/messages.hpp>
+#include <todd/service/http.hpp>
 
 #include <condition_variable>
 #include <deque>
@@ -24,6 +24,8 @@
 #include <sstream>
 
 namespace todd::server {
+
+namespace http = service::http;
 
 namespace asio = boost::asio;
 namespace rj = rapidjson;

@@ -20,7 +20,7 @@
 #include <set>
 #include <string>
 
-namespace todd::server::http {
+namespace todd::service::http {
 
 namespace asio = boost::asio;
 namespace bhttp = boost::beast::http;
@@ -153,4 +153,4 @@ tcp::endpoint resolve_endpoint(asio::io_context &ioc, const std::string &host,
 void listen_on(asio::io_context &ioc, tcp::acceptor &acceptor,
                const std::string &host, uint16_t port, const std::string &what);
 
-} // namespace todd::server::http
+} // namespace todd::service::http
