@@ -220,8 +220,10 @@ void Agent::advertise()
         return;
     try {
         comms_->advertise_agent(advert());
+        metrics_.advert(true);
         log::debug(log_component, "advert sent");
     } catch (const std::exception &e) {
+        metrics_.advert(false);
         log::warn(log_component, std::string("advert not sent: ") + e.what());
     }
 }
@@ -276,6 +278,7 @@ core::Verdict Agent::on_task(const msg::Task &task, const char *source)
 {
     if (stopping_)
         return core::Verdict::requeue; // left for the next run of the agent
+    metrics_.task(msg::type_name(task));
     log::debug(log_component, std::string("task ") +
                                   std::string(msg::type_name(task)) + " from " +
                                   source);
@@ -369,8 +372,10 @@ void Agent::send_status(const std::string &test_uuid, std::string_view status)
     r.status = std::string(status);
     try {
         comms_->send_response(r);
+        metrics_.response("AgentStatus", r.status, true);
         log::info(log_component, "test run " + test_uuid + ": " + r.status);
     } catch (const std::exception &e) {
+        metrics_.response("AgentStatus", r.status, false);
         log::error(log_component, "status '" + r.status + "' of test run " +
                                       test_uuid + " not sent: " + e.what());
     }
@@ -593,8 +598,10 @@ void Agent::send_data(const std::string &test_uuid)
     }
     try {
         comms_->send_response(r);
+        metrics_.response("TestData", "", true);
         log::info(log_component, "test run " + test_uuid + ": data sent");
     } catch (const std::exception &e) {
+        metrics_.response("TestData", "", false);
         log::warn(log_component, "data of test run " + test_uuid +
                                      " not sent (will retry): " + e.what());
     }
@@ -636,8 +643,10 @@ void Agent::on_download(msg::DownloadAssetTask t)
     auto results =
         download_assets(t.assets, config_.opt_dir, cancel_downloads_);
     size_t ok = 0;
-    for (const auto &r : results)
+    for (const auto &r : results) {
         ok += r.ok ? 1 : 0;
+        metrics_.asset(r.ok);
+    }
     log::info(log_component, "DownloadAsset: " + std::to_string(ok) + " of " +
                                  std::to_string(t.assets.size()) +
                                  " assets fetched");
@@ -646,6 +655,50 @@ void Agent::on_download(msg::DownloadAssetTask t)
             refresh_assets();
             advertise();
         });
+}
+
+std::string Agent::metrics_text()
+{
+    size_t kept;
+    {
+        std::lock_guard lk(mu_);
+        kept = runs_.size();
+    }
+    const std::string grp = group();
+    auto state = std::make_shared<service::FunctionCollector>([&] {
+        using prometheus::MetricType;
+        std::vector<service::MetricFamily> out;
+        auto info = service::family("todd_agent_info",
+                                    "The agent's identity and group (value 1).",
+                                    MetricType::Gauge);
+        service::sample(info, {{"uuid", config_.uuid}, {"group", grp}}, 1);
+        out.push_back(std::move(info));
+        auto runs = service::family(
+            "todd_agent_test_runs",
+            "Test runs the agent holds (installed, running or with data not "
+            "yet deleted by the server).",
+            MetricType::Gauge);
+        service::sample(runs, {}, static_cast<double>(kept));
+        out.push_back(std::move(runs));
+        auto p = service::process_families();
+        auto c = service::comms_families(*comms_);
+        std::move(p.begin(), p.end(), std::back_inserter(out));
+        std::move(c.begin(), c.end(), std::back_inserter(out));
+        return out;
+    });
+    return service::exposition({metrics_.registry(), state});
+}
+
+std::vector<service::Check> Agent::readiness() const
+{
+    std::vector<service::Check> checks;
+    const bool running = !stopping_; // the endpoint starts after start()
+    checks.push_back({"agent", running, running ? config_.uuid : "stopped"});
+    auto st = comms_->transport().state();
+    checks.push_back({"transport", st == core::LinkState::connected,
+                      comms_->transport().plugin().name + " " +
+                          std::string(core::to_string(st))});
+    return checks;
 }
 
 void Agent::spawn(std::string name, std::function<void()> fn)

@@ -5,6 +5,8 @@
 #include <todd/core/comms.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/plugin_registry.hpp>
+#include <todd/service/endpoint.hpp>
+#include <todd/service/metrics.hpp>
 
 #include "todd_build_config.h"
 
@@ -18,6 +20,8 @@
 namespace po = boost::program_options;
 
 namespace todd::agent {
+
+namespace http = service::http;
 
 namespace {
 constexpr const char *log_component = "todd-agent";
@@ -33,6 +37,7 @@ const std::map<std::string, std::vector<std::string>> &toddsections()
         {"grouping", {"interval"}},
         {"testing", {"timeout"}},
         {"localresources", {"defaultinterface", "ipaddroverride", "optdir"}},
+        {"metrics", {"host", "port"}}, // ours
     };
     return s;
 }
@@ -48,6 +53,8 @@ const char *help_footer = R"(
 Configuration file: ToDD's agent.cfg (gcfg INI, names case-insensitive):
   [Comms]           Plugin = <transport>; every other key goes to the plugin
   [LocalResources]  DefaultInterface, IPAddrOverride, OptDir
+  [Metrics]         Host, Port: /metrics, /healthz and /readyz (ours; off
+                    unless Port is set)
 Command-line values override the file.
 
 Exit status:
@@ -136,9 +143,15 @@ po::options_description agent_options()
         "factcollector-dir",
         po::value<std::string>()->default_value(datadir + "/factcollectors"),
         "built-in fact collectors (<OptDir>/assets/factcollectors override "
-        "them by name)")("log-level",
-                         po::value<std::string>()->default_value("info"),
-                         "error|warn|info|debug|trace");
+        "them by name)")(
+        "metrics-port", po::value<unsigned>(),
+        "serve /metrics, /healthz and /readyz over HTTP on this port "
+        "(0 = a free one; default: off); overrides [Metrics] Port")(
+        "metrics-host", po::value<std::string>(),
+        "address for --metrics-port (default 127.0.0.1); overrides "
+        "[Metrics] Host")("log-level",
+                          po::value<std::string>()->default_value("info"),
+                          "error|warn|info|debug|trace");
     po::options_description all("Usage: todd-agent [options]");
     all.add(agent_desc).add(comms_desc);
     return all;
@@ -242,6 +255,54 @@ AgentConfig agent_config(const CommandLine &cl, const core::Plugin &plugin)
     return cfg;
 }
 
+/** Where to serve metrics, when asked to: host and port. */
+struct MetricsListen {
+    bool enabled = false;
+    std::string host = "127.0.0.1";
+    uint16_t port = 0;
+};
+
+MetricsListen metrics_listen(const CommandLine &cl)
+{
+    MetricsListen m;
+    std::string port;
+    if (cl.vm.count("metrics-port"))
+        port = std::to_string(cl.vm["metrics-port"].as<unsigned>());
+    else if (cl.have_ini)
+        port = cl.ini.get("metrics", "port");
+    if (port.empty())
+        return m;
+    char *end = nullptr;
+    unsigned long v = std::strtoul(port.c_str(), &end, 10);
+    if (*end != '\0' || v > 65535 ||
+        port.find_first_not_of("0123456789") != std::string::npos)
+        throw core::ConfigError((cl.vm.count("metrics-port")
+                                     ? std::string("--metrics-port")
+                                     : cl.ini.where("metrics", "port")) +
+                                ": \"" + port + "\" is not a port (0-65535)");
+    m.enabled = true;
+    m.port = static_cast<uint16_t>(v);
+    if (cl.vm.count("metrics-host"))
+        m.host = cl.vm["metrics-host"].as<std::string>();
+    else if (cl.have_ini && !cl.ini.get("metrics", "host").empty())
+        m.host = cl.ini.get("metrics", "host");
+    return m;
+}
+
+/** The metrics endpoint's routes. */
+http::Response serve_metrics(Agent &agent, const http::Request &req)
+{
+    std::string_view target(req.target().data(), req.target().size());
+    std::string_view path = target.substr(0, target.find('?'));
+    if (path == "/metrics")
+        return service::metrics_reply(req, agent.metrics_text());
+    if (path == "/healthz")
+        return service::health_reply(req, {});
+    if (path == "/readyz")
+        return service::health_reply(req, agent.readiness());
+    return http::not_found(req);
+}
+
 /** Create the transport and the agent and start it; the exit status on
  *  failure. */
 std::optional<int> start_agent(const core::CommsSelection &sel, AgentConfig cfg,
@@ -293,8 +354,10 @@ int agent_main(int argc, char **argv)
 
     // Everything the user wrote is checked before anything connects.
     AgentConfig cfg;
+    MetricsListen listen;
     try {
         cfg = agent_config(cl, *plugin);
+        listen = metrics_listen(cl);
     } catch (const std::exception &e) {
         std::cerr << "todd-agent: " << e.what() << "\n";
         return exit_usage;
@@ -303,12 +366,33 @@ int agent_main(int argc, char **argv)
     std::unique_ptr<Agent> agent;
     if (auto rc = start_agent(cl.sel, std::move(cfg), agent))
         return *rc;
+    std::unique_ptr<service::Endpoint> endpoint;
+    if (listen.enabled) {
+        try {
+            Agent *a = agent.get();
+            endpoint = std::make_unique<service::Endpoint>(
+                listen.host, listen.port,
+                [a](const http::Request &r) { return serve_metrics(*a, r); },
+                "metrics");
+            endpoint->start();
+            log::info(log_component, "metrics at http://" + listen.host + ":" +
+                                         std::to_string(endpoint->port()) +
+                                         "/metrics (and /healthz, /readyz)");
+        } catch (const std::exception &e) {
+            std::cerr << "todd-agent: metrics endpoint " << listen.host << ":"
+                      << listen.port << ": " << e.what() << "\n";
+            agent->stop();
+            return exit_failure;
+        }
+    }
     log::info(log_component, "running with transport '" + cl.sel.plugin_name +
                                  "'; SIGINT or SIGTERM stops");
     int sig = 0;
     while (sigwait(&stop_signals, &sig) != 0) {
     }
     log::info(log_component, std::string("got ") + ::strsignal(sig));
+    if (endpoint)
+        endpoint->stop(); // its handler uses the agent
     agent->stop();
     agent.reset();
     return exit_ok;

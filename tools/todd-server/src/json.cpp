@@ -7,6 +7,8 @@
 #include <algorithm>
 #include <charconv>
 #include <cmath>
+#include <cstdlib>
+#include <cstring>
 #include <stdexcept>
 #include <vector>
 
@@ -157,6 +159,24 @@ bool parse(rapidjson::Document &doc, std::string_view text, std::string &error,
         return false;
     }
     return true;
+}
+
+bool result_number(const rapidjson::Value &v, double &out)
+{
+    if (v.IsNumber()) {
+        out = v.GetDouble();
+        return std::isfinite(out);
+    }
+    if (!v.IsString() || v.GetStringLength() == 0 || v.GetStringLength() > 64)
+        return false;
+    // Decimal only: strtod would also take leading blanks and hex.
+    const char *s = v.GetString();
+    if (std::strchr("+-.0123456789", s[0]) == nullptr ||
+        std::strpbrk(s, "xX") != nullptr)
+        return false;
+    char *end = nullptr;
+    out = std::strtod(s, &end);
+    return end == v.GetString() + v.GetStringLength() && std::isfinite(out);
 }
 
 } // namespace todd::server::json

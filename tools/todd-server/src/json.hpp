@@ -34,4 +34,8 @@ std::string encode(const rapidjson::Value &v, int indent = 0,
 bool parse(rapidjson::Document &doc, std::string_view text, std::string &error,
            unsigned max_depth = todd::json::max_depth);
 
+/** A test result as a number: a JSON number, or a string holding one
+ *  (Go's testlets print them so); false for anything else or non-finite. */
+bool result_number(const rapidjson::Value &v, double &out);
+
 } // namespace todd::server::json

@@ -5,6 +5,7 @@
 #include <re2/re2.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <strings.h>
 
@@ -244,9 +245,76 @@ NormalisedObject normalise_object(std::string_view body)
                     throw ObjectError("spec.target entries must be strings");
             out += json::encode(*target);
         }
+        // Ours: the server runs the testrun itself this often. Go's server
+        // and CLI ignore the key, as they ignore every unknown one.
+        if (const rj::Value *iv = member(*spec, "interval");
+            iv && !iv->IsNull()) {
+            std::string text;
+            if (iv->IsString())
+                text = str(*iv);
+            else if (iv->IsUint64())
+                text = std::to_string(iv->GetUint64()) + "s";
+            else
+                throw ObjectError("spec.interval must be a duration such as "
+                                  "\"30s\", \"5m\" or \"1h\"");
+            if (!text.empty()) {
+                parse_interval(text); // refuse a bad one now
+                out += ",\"interval\":";
+                json::quote(out, text);
+            }
+        }
     }
     out += "}}";
     return n;
+}
+
+std::chrono::milliseconds parse_interval(const std::string &text)
+{
+    using std::chrono::milliseconds;
+    auto bad = [&](const std::string &why) {
+        return ObjectError("spec.interval \"" + text + "\": " + why +
+                           " (a duration such as \"30s\", \"5m\", "
+                           "\"1h30m\"; 1s to 24h)");
+    };
+    if (text.empty() || text.size() > 32)
+        throw bad("not a duration");
+    int64_t total = 0;
+    size_t i = 0;
+    // A bare number is seconds; otherwise Go's units ms, s, m and h.
+    if (text.find_first_not_of("0123456789") == std::string::npos)
+        return parse_interval(text + "s");
+    while (i < text.size()) {
+        size_t j = i;
+        while (j < text.size() &&
+               std::isdigit(static_cast<unsigned char>(text[j])))
+            ++j;
+        if (j == i || j - i > 9)
+            throw bad("expected a whole number at offset " + std::to_string(i));
+        int64_t v = std::stoll(text.substr(i, j - i));
+        size_t k = j;
+        while (k < text.size() &&
+               std::isalpha(static_cast<unsigned char>(text[k])))
+            ++k;
+        std::string unit = text.substr(j, k - j);
+        int64_t ms;
+        if (unit == "ms")
+            ms = 1;
+        else if (unit == "s")
+            ms = 1000;
+        else if (unit == "m")
+            ms = 60 * 1000;
+        else if (unit == "h")
+            ms = 3600 * 1000;
+        else
+            throw bad("unknown unit \"" + unit + "\"");
+        total += v * ms;
+        if (total > int64_t{24} * 3600 * 1000)
+            throw bad("longer than 24h");
+        i = k;
+    }
+    if (total < 1000)
+        throw bad("shorter than 1s");
+    return milliseconds(total);
 }
 
 GroupObject parse_group(const std::string &text)
@@ -291,6 +359,8 @@ TestRunObject parse_testrun(const std::string &text)
         for (const auto &v : target->GetArray())
             if (v.IsString())
                 t.targets.push_back(str(v));
+    if (const rj::Value *iv = member(*spec, "interval"); iv && iv->IsString())
+        t.interval = parse_interval(str(*iv));
     return t;
 }
 

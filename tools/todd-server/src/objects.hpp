@@ -6,6 +6,7 @@
 #include <todd/core/cidr.hpp>
 #include <todd/core/messages.hpp>
 
+#include <chrono>
 #include <map>
 #include <memory>
 #include <optional>
@@ -58,6 +59,9 @@ struct TestRunObject {
     std::map<std::string, std::string> source; // name, app, args
     std::map<std::string, std::string> target; // group targets
     std::vector<std::string> targets;          // uncontrolled targets
+    /** spec.interval (ours): run by the server this often; 0 = only when
+     *  asked. */
+    std::chrono::milliseconds interval{0};
 };
 
 /** A validated object and the compact JSON to store for it. */
@@ -73,6 +77,10 @@ struct NormalisedObject {
  * group target without name/app/args.
  */
 NormalisedObject normalise_object(std::string_view body);
+
+/** A testrun's spec.interval: Go-style "30s", "5m", "1h30m", "500ms"
+ *  parts, or a bare number of seconds; 1 s to 24 h. Throws ObjectError. */
+std::chrono::milliseconds parse_interval(const std::string &text);
 
 /** Rebuild objects from their stored JSON (already validated). */
 GroupObject parse_group(const std::string &json);

@@ -6,14 +6,17 @@
 #include <todd/server/server.hpp>
 
 #include "assets.hpp"
+#include "dashboard.hpp"
 #include "json.hpp"
 #include "objects.hpp"
+#include "server_metrics.hpp"
 #include "store.hpp"
 
 #include <todd/core/comms.hpp>
 #include <todd/core/log.hpp>
 #include <todd/core/messages.hpp>
 #include <todd/service/http.hpp>
+#include <todd/service/metrics.hpp>
 
 #include <condition_variable>
 #include <deque>
@@ -42,7 +45,8 @@ constexpr const char *C = "server";
 class Sender {
   public:
     using OnError = std::function<void(const std::string &)>;
-    explicit Sender(core::Comms &comms) : comms_(comms)
+    Sender(core::Comms &comms, ServerMetrics &metrics)
+        : comms_(comms), metrics_(metrics)
     {
         thread_ = std::thread([this] { run(); });
     }
@@ -88,8 +92,10 @@ class Sender {
                 it = std::move(q_.front());
                 q_.pop_front();
             }
+            const std::string_view type = msg::type_name(it.task);
             try {
                 comms_.send_task(it.queue, it.task);
+                metrics_.task_sent(type);
                 if (log::enabled(log::Level::debug))
                     log::debug(C, "sent " +
                                       std::string(msg::type_name(it.task)) +
@@ -99,18 +105,37 @@ class Sender {
                                 std::string(msg::type_name(it.task)) + " to " +
                                 it.queue + " failed: " + e.what();
                 log::error(C, m);
+                metrics_.task_failed(type);
                 if (it.on_error)
                     it.on_error(m);
             }
         }
     }
     core::Comms &comms_;
+    ServerMetrics &metrics_;
     std::mutex mu_;
     std::condition_variable cv_;
     std::deque<Item> q_;
     bool stop_ = false;
     std::thread thread_;
 };
+
+int64_t wall_ms()
+{
+    return std::chrono::duration_cast<milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+/** "1.5" for 1500 ms, "30" for 30000 ms. */
+std::string seconds_text(milliseconds d)
+{
+    std::string secs = std::to_string(d.count() / 1000.0);
+    secs.erase(secs.find_last_not_of('0') + 1);
+    if (secs.back() == '.')
+        secs.pop_back();
+    return secs;
+}
 
 int status_rank(const std::string &s)
 {
@@ -190,6 +215,9 @@ struct Run {
     std::map<std::string, Part> parts;
     Phase phase = Phase::installing;
     asio::steady_timer timer;
+    const char *origin = "api"; // or "schedule"
+    steady::time_point started = steady::now();
+    int64_t started_ms = 0, ended_ms = 0; // wall clock, for the dashboard
     uint64_t seq = 0;
     uint64_t version = 0;
     bool streamed = false;
@@ -250,8 +278,20 @@ struct Server::Impl {
     std::map<std::string, std::shared_ptr<Run>> runs;
     uint64_t run_seq = 0;
     steady::time_point last_rescan{};
+    ServerMetrics metrics;
 
-    Impl(ServerConfig c, std::unique_ptr<core::Transport> t) : cfg(std::move(c))
+    /** A testrun with spec.interval, run by the server itself. */
+    struct Schedule {
+        milliseconds interval{0};
+        std::unique_ptr<asio::steady_timer> timer;
+        std::string last_uuid;    // its latest run
+        std::string last_refusal; // logged once until it changes
+    };
+    std::map<std::string, Schedule> schedules;
+
+    Impl(ServerConfig c, std::unique_ptr<core::Transport> t)
+        : cfg(std::move(c)),
+          metrics(ResultSeriesLimits{cfg.max_result_series, cfg.result_ttl})
     {
         core::SendPolicy policy;
         policy.retry_for = std::chrono::milliseconds(10000);
@@ -296,6 +336,7 @@ struct Server::Impl {
         if (a.uuid.empty() || a.uuid.find('/') != std::string::npos) {
             log::warn(C,
                       "advert with an invalid Uuid \"" + a.uuid + "\" ignored");
+            metrics.advert("invalid");
             return;
         }
         auto urls = missing_assets(a);
@@ -307,6 +348,7 @@ struct Server::Impl {
             urls = missing_assets(a);
         }
         if (!urls.empty()) {
+            metrics.advert("assets_missing");
             auto now = steady::now();
             auto it = downloads.find(a.uuid);
             if (it != downloads.end() &&
@@ -323,6 +365,7 @@ struct Server::Impl {
             return;
         }
         downloads.erase(a.uuid);
+        metrics.advert("accepted");
         std::vector<std::string> dropped;
         if (a.facts)
             dropped = drop_long_facts(*a.facts, max_fact_bytes);
@@ -344,6 +387,7 @@ struct Server::Impl {
                 expire_agent(id);
         });
         if (inserted) {
+            metrics.agent_registered();
             log::info(C, "agent " + id + " registered (" +
                              ag.advert.default_addr + ")");
             if (obs.on_agent)
@@ -359,6 +403,7 @@ struct Server::Impl {
         if (it == agents.end() || steady::now() < it->second.deadline)
             return;
         agents.erase(it);
+        metrics.agent_expired();
         log::warn(C, "agent " + id + " expired: no advert for " +
                          std::to_string(cfg.agent_expiry.count()) + " ms");
         if (obs.on_agent)
@@ -475,10 +520,7 @@ struct Server::Impl {
 
     void on_timeout(const std::shared_ptr<Run> &run, milliseconds waited)
     {
-        std::string secs = std::to_string(waited.count() / 1000.0);
-        secs.erase(secs.find_last_not_of('0') + 1);
-        if (secs.back() == '.')
-            secs.pop_back();
+        const std::string secs = seconds_text(waited);
         for (auto &[id, p] : run->parts) {
             if (p.failed)
                 continue;
@@ -589,6 +631,7 @@ struct Server::Impl {
         run->phase = Run::Phase::done;
         run->timer.cancel();
         run->ended = steady::now();
+        run->ended_ms = wall_ms();
         std::string clean = "{", st = "{";
         bool first_c = true, first_s = true;
         int failed = 0;
@@ -616,9 +659,25 @@ struct Server::Impl {
         }
         run->cleandata = clean + "}";
         run->statuses = st + "}";
+        const size_t n = run->parts.size();
+        metrics.run_finished(
+            failed == 0                       ? "ok"
+            : static_cast<size_t>(failed) < n ? "partial"
+                                              : "failed",
+            std::chrono::duration<double>(run->ended - run->started).count());
+        // A testrun deleted while this run went on has had its series
+        // removed: they must not come back.
+        bool exists = true;
         try {
-            store->put_result(
-                {run->uuid, run->label, run->statuses, run->cleandata});
+            exists = store->get_object("testrun", run->label).has_value();
+        } catch (const std::exception &) {
+            // The store's failure is logged with put_result's below.
+        }
+        if (exists)
+            metrics.record_results(run->label, run->cleandata, run->ended_ms);
+        try {
+            store->put_result({run->uuid, run->label, run->statuses,
+                               run->cleandata, run->started_ms, run->ended_ms});
         } catch (const std::exception &e) {
             log::error(C, "testrun " + run->uuid +
                               ": result kept in memory only: " + e.what());
@@ -645,13 +704,17 @@ struct Server::Impl {
             auto it = runs.find(s->test_uuid);
             if (it == runs.end()) {
                 log::debug(C, "status for unknown testrun " + s->test_uuid);
+                metrics.response("AgentStatus", "ignored");
                 return;
             }
             auto run = it->second;
             auto p = run->parts.find(s->agent_uuid);
             if (run->phase == Run::Phase::done || p == run->parts.end() ||
-                p->second.failed)
+                p->second.failed) {
+                metrics.response("AgentStatus", "ignored");
                 return;
+            }
+            metrics.response("AgentStatus", "accepted");
             if (s->status == msg::status_fail) {
                 fail_part(*run, s->agent_uuid, "agent reported fail");
             } else if (status_rank(s->status) > status_rank(p->second.status) &&
@@ -666,13 +729,17 @@ struct Server::Impl {
         // Always acknowledge, so the agent stops resending it.
         sender->push(d.agent_uuid, msg::DeleteTestDataTask{d.test_uuid});
         auto it = runs.find(d.test_uuid);
-        if (it == runs.end())
+        if (it == runs.end()) {
+            metrics.response("TestData", "ignored");
             return;
+        }
         auto run = it->second;
         auto p = run->parts.find(d.agent_uuid);
         if (run->phase == Run::Phase::done || p == run->parts.end() ||
-            p->second.failed || p->second.has_data)
+            p->second.failed || p->second.has_data) {
+            metrics.response("TestData", "ignored");
             return;
+        }
         rj::Document doc;
         std::string err;
         bool ok =
@@ -690,6 +757,7 @@ struct Server::Impl {
                           "\" is not an object";
                     break;
                 }
+        metrics.response("TestData", ok ? "accepted" : "invalid");
         if (!ok) {
             fail_part(*run, d.agent_uuid, "invalid test data: " + err);
         } else {
@@ -726,7 +794,90 @@ struct Server::Impl {
             return testdata(req, query_param(query, "testUuid"));
         if (path == "/v1/testrun/status")
             return run_status(req, query_param(query, "testUuid"));
+        if (path == "/metrics")
+            return service::metrics_reply(req, scrape());
+        if (path == "/healthz")
+            return service::health_reply(req, {});
+        if (path == "/readyz")
+            return service::health_reply(req, readiness());
+        if (path == "/dashboard" || path == "/dashboard/") {
+            auto res = http::ok(
+                req, std::string(reinterpret_cast<const char *>(dashboard_html),
+                                 dashboard_html_size));
+            res.set(bhttp::field::content_type, "text/html; charset=utf-8");
+            // The page talks only to this server and runs only its own
+            // script.
+            res.set("Content-Security-Policy", dashboard_csp);
+            res.set(bhttp::field::cache_control, "no-cache");
+            return res;
+        }
+        if (path == "/v1/dashboard/runs")
+            return http::ok(req, dashboard_runs_json(query));
+        if (path == "/v1/dashboard/series") {
+            std::string label = query_param(query, "label");
+            if (label.empty())
+                return http::error(req, status::bad_request,
+                                   "label is required");
+            return http::ok(
+                req,
+                dashboard_series(label, store->recent_results(
+                                            label, limit_param(query, 100))));
+        }
         return http::not_found(req);
+    }
+
+    // ---- metrics, health and the dashboard ------------------------------
+
+    std::string scrape()
+    {
+        ServerMetrics::Snapshot snap;
+        snap.agents = agents.size();
+        for (const auto &[id, a] : agents)
+            ++snap.group_agents[a.group];
+        for (const auto &[id, r] : runs)
+            snap.active_runs += r->phase != Run::Phase::done;
+        snap.scheduled_testruns = schedules.size();
+        return metrics.scrape(snap, *comms);
+    }
+
+    std::vector<service::Check> readiness()
+    {
+        std::vector<service::Check> checks;
+        auto state = comms->transport().state();
+        checks.push_back({"transport", state == core::LinkState::connected,
+                          comms->transport().plugin().name + " " +
+                              std::string(core::to_string(state))});
+        try {
+            store->ping();
+            checks.push_back({"store", true, store->path()});
+        } catch (const std::exception &e) {
+            checks.push_back({"store", false, e.what()});
+        }
+        return checks;
+    }
+
+    /** ?limit=N, bounded by dashboard_max_runs; def when absent or bad. */
+    static size_t limit_param(const std::string &query, size_t def)
+    {
+        std::string v = query_param(query, "limit");
+        if (v.empty() || v.size() > 6 ||
+            v.find_first_not_of("0123456789") != std::string::npos)
+            return def;
+        return std::clamp<size_t>(std::stoul(v), 1, dashboard_max_runs);
+    }
+
+    std::string dashboard_runs_json(const std::string &query)
+    {
+        const size_t limit = limit_param(query, 20);
+        std::vector<RunSummary> live;
+        for (const auto &[id, r] : runs) {
+            RunSummary s{r->uuid, r->label, r->started_ms, r->ended_ms, {}};
+            for (const auto &[aid, p] : r->parts)
+                s.statuses[aid] =
+                    p.failed ? std::string(msg::status_fail) : p.status;
+            live.push_back(std::move(s));
+        }
+        return dashboard_runs(live, store->recent_results("", limit), limit);
     }
 
     std::string list_agents(const std::string &prefix)
@@ -832,6 +983,8 @@ struct Server::Impl {
         if (n.type == "group") {
             reload_groups();
             recompute_groups();
+        } else {
+            reschedule();
         }
         return http::ok(req, "");
     }
@@ -872,6 +1025,9 @@ struct Server::Impl {
         if (type == "group") {
             reload_groups();
             recompute_groups();
+        } else if (type == "testrun") {
+            reschedule();
+            metrics.forget_testrun(label);
         }
         return http::ok(req, "");
     }
@@ -902,10 +1058,26 @@ struct Server::Impl {
                                        " must be a string");
             f[k] = m.value.GetString();
         }
-        auto obj = store->get_object("testrun", f["testrunname"]);
-        if (!obj)
-            return http::ok(req, "notfound");
+        return http::ok(req, start_run(f["testrunname"], f, "api"));
+    }
+
+    /**
+     * Start a testrun: its uuid, or "notfound" / "invalidtopology" as ToDD
+     * answers. overrides: sourceapp, sourceargs and sourcegroup (lower
+     * case) replace the object's.
+     */
+    std::string start_run(const std::string &label,
+                          std::map<std::string, std::string> f,
+                          const char *origin)
+    {
+        auto obj = store->get_object("testrun", label);
+        if (!obj) {
+            metrics.run_refused("notfound");
+            return "notfound";
+        }
         auto run = std::make_shared<Run>(ioc);
+        run->origin = origin;
+        run->started_ms = wall_ms();
         run->spec = parse_testrun(obj->json);
         run->label = obj->label;
         if (!f["sourceapp"].empty())
@@ -929,8 +1101,10 @@ struct Server::Impl {
             }
         }
         if (!any_live(*run, true) ||
-            (run->spec.group_target && !any_live(*run, false)))
-            return http::ok(req, "invalidtopology");
+            (run->spec.group_target && !any_live(*run, false))) {
+            metrics.run_refused("invalidtopology");
+            return "invalidtopology";
+        }
         run->uuid = random_uuid();
         run->seq = ++run_seq;
         runs[run->uuid] = run;
@@ -946,10 +1120,95 @@ struct Server::Impl {
             send_for_run(run, id,
                          msg::InstallTestRunTask{p.source ? src : tgt});
         arm(run, cfg.install_timeout);
-        log::info(C, "testrun " + run->uuid + " (" + run->label +
-                         ") started with " + std::to_string(run->parts.size()) +
-                         " agent(s)");
-        return http::ok(req, run->uuid);
+        metrics.run_started(origin);
+        log::info(
+            C, "testrun " + run->uuid + " (" + run->label + ") started with " +
+                   std::to_string(run->parts.size()) + " agent(s)" +
+                   (run->origin == std::string("schedule") ? " on its schedule"
+                                                           : ""));
+        return run->uuid;
+    }
+
+    // ---- scheduled test runs --------------------------------------------
+
+    /** Match the timers to the testrun objects with an interval. */
+    void reschedule()
+    {
+        std::map<std::string, milliseconds> want;
+        for (const auto &o : store->list_objects("testrun")) {
+            try {
+                auto t = parse_testrun(o.json);
+                if (t.interval.count() > 0)
+                    want[o.label] = t.interval;
+            } catch (const std::exception &e) {
+                log::error(C, "testrun " + o.label +
+                                  " not scheduled: " + e.what());
+            }
+        }
+        for (auto it = schedules.begin(); it != schedules.end();) {
+            auto w = want.find(it->first);
+            if (w == want.end() || w->second != it->second.interval) {
+                it->second.timer->cancel();
+                log::info(C, "testrun " + it->first + " unscheduled");
+                it = schedules.erase(it);
+            } else {
+                ++it;
+            }
+        }
+        for (const auto &[label, interval] : want) {
+            if (schedules.count(label))
+                continue;
+            Schedule &sc = schedules[label];
+            sc.interval = interval;
+            sc.timer = std::make_unique<asio::steady_timer>(ioc);
+            log::info(C, "testrun " + label + " runs every " +
+                             seconds_text(interval) + " s");
+            tick_later(label, steady::now() + interval);
+        }
+    }
+
+    void tick_later(const std::string &label, steady::time_point when)
+    {
+        auto &sc = schedules.at(label);
+        sc.timer->expires_at(when);
+        sc.timer->async_wait([this, label, when](boost::system::error_code ec) {
+            if (!ec)
+                tick(label, when);
+        });
+    }
+
+    void tick(const std::string &label, steady::time_point due)
+    {
+        auto it = schedules.find(label);
+        if (it == schedules.end())
+            return;
+        Schedule &sc = it->second;
+        // Keep the cadence, but never fire twice to catch up.
+        auto next = due + sc.interval;
+        if (next <= steady::now())
+            next = steady::now() + sc.interval;
+        tick_later(label, next);
+        if (auto r = runs.find(sc.last_uuid);
+            r != runs.end() && r->second->phase != Run::Phase::done) {
+            metrics.run_refused("still_running");
+            log::warn(C, "testrun " + label +
+                             ": its previous run is still going; this "
+                             "interval's run is skipped");
+            return;
+        }
+        std::string got = start_run(label, {}, "schedule");
+        if (got == "notfound" || got == "invalidtopology") {
+            if (got != sc.last_refusal)
+                log::info(C, "testrun " + label + " not run on its schedule: " +
+                                 (got == "notfound"
+                                      ? "the object is gone"
+                                      : "no agent is in its groups (again "
+                                        "every interval until one is)"));
+            sc.last_refusal = got;
+            return;
+        }
+        sc.last_refusal.clear();
+        sc.last_uuid = got;
     }
 
     http::Response testdata(const http::Request &req, const std::string &id)
@@ -1169,6 +1428,7 @@ struct Server::Impl {
             cfg.db_path = cfg.opt_dir + "/todd-server.db";
         store = std::make_unique<Store>(cfg.db_path);
         reload_groups();
+        reschedule();
         std::string root = cfg.opt_dir + "/assets";
         std::error_code ec;
         if (!std::filesystem::is_directory(root, ec))
@@ -1209,7 +1469,7 @@ struct Server::Impl {
         api->start();
         asset_http->start();
         accept_stream();
-        sender = std::make_unique<Sender>(*comms);
+        sender = std::make_unique<Sender>(*comms, metrics);
         work.emplace(ioc.get_executor());
         io_thread = std::thread([this] {
             // A handler that throws must cost its request, not the server:
@@ -1266,6 +1526,8 @@ struct Server::Impl {
             stream_acceptor->close(ec);
             for (auto &[id, a] : agents)
                 a.timer->cancel();
+            for (auto &[label, sc] : schedules)
+                sc.timer->cancel();
             for (auto &[id, r] : runs) {
                 r->timer.cancel();
                 r->waiters.clear(); // they hold sessions that hold the run

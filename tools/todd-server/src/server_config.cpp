@@ -95,6 +95,7 @@ ServerConfig load_server_config(const core::IniFile &ini,
         {"testing",
          {"timeout", "sourcetimelimit", "installtimeout", "resultgrace"}},
         {"localresources", {"defaultinterface", "ipaddroverride", "optdir"}},
+        {"metrics", {"maxresultseries", "resultttl"}},
     };
     for (const auto &[sec, keys] : ini.sections) {
         if (sec == "comms")
@@ -150,6 +151,14 @@ ServerConfig load_server_config(const core::IniFile &ini,
         std::llround(seconds_value(ini, "testing", "sourcetimelimit", 30)));
     c.install_timeout = ms(seconds_value(ini, "testing", "installtimeout", 30));
     c.result_grace = ms(seconds_value(ini, "testing", "resultgrace", 15));
+    c.max_result_series = count_value(ini, "metrics", "maxresultseries",
+                                      c.max_result_series, 10000000);
+    if (ini.has("metrics", "resultttl")) {
+        c.result_ttl = ms(seconds_value(ini, "metrics", "resultttl", 3600));
+        if (c.result_ttl.count() <= 0)
+            throw ConfigError(where(ini, "metrics", "resultttl") +
+                              ": must be above 0 seconds");
+    }
     if (ini.has("localresources", "optdir") &&
         !ini.get("localresources", "optdir").empty())
         c.opt_dir = ini.get("localresources", "optdir");

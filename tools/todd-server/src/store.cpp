@@ -51,6 +51,34 @@ Store::Store(const std::string &path) : path_(path)
          " uuid TEXT PRIMARY KEY, label TEXT NOT NULL,"
          " statuses TEXT NOT NULL, cleandata TEXT NOT NULL,"
          " created INTEGER NOT NULL DEFAULT (strftime('%s','now')))");
+    // Added for the dashboard; a database of an older server gains them.
+    if (!has_column("results", "started_ms"))
+        exec("ALTER TABLE results ADD COLUMN started_ms INTEGER NOT NULL"
+             " DEFAULT 0");
+    if (!has_column("results", "ended_ms"))
+        exec("ALTER TABLE results ADD COLUMN ended_ms INTEGER NOT NULL"
+             " DEFAULT 0");
+    exec("CREATE INDEX IF NOT EXISTS results_by_label ON results(label,"
+         " created)");
+}
+
+bool Store::has_column(const char *table, const char *column)
+{
+    Stmt st(db_, (std::string("PRAGMA table_info(") + table + ")").c_str());
+    if (!st.s)
+        fail("prepare");
+    while (sqlite3_step(st.s) == SQLITE_ROW)
+        if (st.col(1) == column)
+            return true;
+    return false;
+}
+
+void Store::ping()
+{
+    std::lock_guard lk(mu_);
+    Stmt st(db_, "SELECT count(*) FROM objects");
+    if (!st.s || sqlite3_step(st.s) != SQLITE_ROW)
+        fail("reading");
 }
 
 Store::~Store()
@@ -139,13 +167,15 @@ void Store::put_result(const StoredResult &r)
 {
     std::lock_guard lk(mu_);
     Stmt st(db_, "INSERT OR REPLACE INTO results(uuid, label, statuses,"
-                 " cleandata) VALUES(?,?,?,?)");
+                 " cleandata, started_ms, ended_ms) VALUES(?,?,?,?,?,?)");
     if (!st.s)
         fail("prepare");
     st.bind(1, r.uuid);
     st.bind(2, r.label);
     st.bind(3, r.statuses);
     st.bind(4, r.cleandata);
+    sqlite3_bind_int64(st.s, 5, r.started_ms);
+    sqlite3_bind_int64(st.s, 6, r.ended_ms);
     if (sqlite3_step(st.s) != SQLITE_DONE)
         fail("storing result " + r.uuid);
 }
@@ -153,17 +183,46 @@ void Store::put_result(const StoredResult &r)
 std::optional<StoredResult> Store::get_result(const std::string &uuid)
 {
     std::lock_guard lk(mu_);
-    Stmt st(db_, "SELECT uuid, label, statuses, cleandata FROM results"
-                 " WHERE uuid=?");
+    Stmt st(db_, "SELECT uuid, label, statuses, cleandata, started_ms,"
+                 " CASE ended_ms WHEN 0 THEN created * 1000 ELSE ended_ms END"
+                 " FROM results WHERE uuid=?");
     if (!st.s)
         fail("prepare");
     st.bind(1, uuid);
     int rc = sqlite3_step(st.s);
     if (rc == SQLITE_ROW)
-        return StoredResult{st.col(0), st.col(1), st.col(2), st.col(3)};
+        return StoredResult{st.col(0),
+                            st.col(1),
+                            st.col(2),
+                            st.col(3),
+                            sqlite3_column_int64(st.s, 4),
+                            sqlite3_column_int64(st.s, 5)};
     if (rc != SQLITE_DONE)
         fail("reading result");
     return std::nullopt;
+}
+
+std::vector<StoredResult> Store::recent_results(const std::string &label,
+                                                size_t limit)
+{
+    std::lock_guard lk(mu_);
+    Stmt st(db_, "SELECT uuid, label, statuses, cleandata, started_ms,"
+                 " CASE ended_ms WHEN 0 THEN created * 1000 ELSE ended_ms END"
+                 " AS ended FROM results WHERE ?1 = '' OR label = ?1"
+                 " ORDER BY created DESC, ended DESC LIMIT ?2");
+    if (!st.s)
+        fail("prepare");
+    st.bind(1, label);
+    sqlite3_bind_int64(st.s, 2, static_cast<sqlite3_int64>(limit));
+    std::vector<StoredResult> out;
+    int rc;
+    while ((rc = sqlite3_step(st.s)) == SQLITE_ROW)
+        out.push_back({st.col(0), st.col(1), st.col(2), st.col(3),
+                       sqlite3_column_int64(st.s, 4),
+                       sqlite3_column_int64(st.s, 5)});
+    if (rc != SQLITE_DONE)
+        fail("reading results");
+    return out;
 }
 
 } // namespace todd::server

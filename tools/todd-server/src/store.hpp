@@ -4,6 +4,7 @@
 
 #include <sqlite3.h>
 
+#include <cstdint>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
@@ -26,6 +27,9 @@ struct StoredResult {
     std::string uuid, label;
     std::string statuses;  // compact JSON {agent: {"role","status","reason"}}
     std::string cleandata; // the /v1/testdata body
+    /** Wall-clock start and end (ms since the epoch); 0 in results stored
+     *  before these were kept, whose end is then their row's creation. */
+    int64_t started_ms = 0, ended_ms = 0;
 };
 
 /** Thread-safe; each call is one transaction. */
@@ -48,11 +52,18 @@ class Store {
 
     void put_result(const StoredResult &r);
     std::optional<StoredResult> get_result(const std::string &uuid);
+    /** The newest results, newest first; label "" = of every testrun. At
+     *  most limit rows are read. */
+    std::vector<StoredResult> recent_results(const std::string &label,
+                                             size_t limit);
+    /** A trivial query: throws StoreError when the file is unusable. */
+    void ping();
 
     const std::string &path() const { return path_; }
 
   private:
     void exec(const char *sql);
+    bool has_column(const char *table, const char *column);
     [[noreturn]] void fail(const std::string &what);
     std::string path_;
     sqlite3 *db_ = nullptr;

@@ -5,8 +5,10 @@
 #pragma once
 
 #include <todd/agent/event_loop.hpp>
+#include <todd/agent/metrics.hpp>
 #include <todd/agent/process.hpp>
 #include <todd/core/comms.hpp>
+#include <todd/service/metrics.hpp>
 
 #include <atomic>
 #include <chrono>
@@ -99,6 +101,13 @@ class Agent {
     bool has_test_run(const std::string &test_uuid) const;
     core::Comms &comms() { return *comms_; }
 
+    /** The agent's metrics in the Prometheus text format: its counters,
+     *  todd_agent_info, the transport's and the process's. Thread-safe. */
+    std::string metrics_text();
+    /** /readyz's checks: started and not stopping, transport connected.
+     *  Thread-safe. */
+    std::vector<service::Check> readiness() const;
+
   private:
     struct TestRunState;
     core::Verdict on_task(const msg::Task &task, const char *source);
@@ -125,6 +134,7 @@ class Agent {
 
     AgentConfig config_;
     std::unique_ptr<core::Comms> comms_;
+    AgentMetrics metrics_;
     EventLoop loop_;
     std::thread loop_thread_;
     ProcessGroups processes_;

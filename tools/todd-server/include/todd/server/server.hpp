@@ -72,12 +72,19 @@ struct ServerConfig {
     size_t max_connections = 1024;
     /** [API] IdleTimeout: an HTTP connection silent this long is closed. */
     milliseconds idle_timeout{120000};
+    /** [Metrics] MaxResultSeries: todd_testrun_result series kept at once
+     *  (testruns x agents x targets x metrics); new ones beyond are
+     *  dropped and counted. */
+    size_t max_result_series = 10000;
+    /** [Metrics] ResultTTL: a result series not refreshed this long is no
+     *  longer exported. */
+    milliseconds result_ttl{3600 * 1000};
 };
 
 /**
  * Read server.cfg's sections ([API], [Assets], [Grouping], [Testing],
- * [LocalResources]; [Comms] is for resolve_comms; [DB] and [TSDB] are
- * accepted and named in notes as unused). Throws core::ConfigError naming
+ * [LocalResources], [Metrics]; [Comms] is for resolve_comms; [DB] and [TSDB]
+ * are accepted and named in notes as unused). Throws core::ConfigError naming
  * file, line and key for unknown sections/keys or bad values.
  */
 ServerConfig load_server_config(const core::IniFile &ini,
