@@ -21,8 +21,10 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 #include <thread>
 
@@ -281,6 +283,27 @@ RunOutcome run_and_follow(uint16_t api_port, uint16_t stream_port,
         },
         60s);
     return out;
+}
+
+std::optional<std::string> metric_line(const std::string &text,
+                                       const std::string &series)
+{
+    std::istringstream in(text);
+    for (std::string line; std::getline(in, line);)
+        if (line.rfind(series + " ", 0) == 0)
+            return line;
+    return std::nullopt;
+}
+
+double metric_value(const std::string &text, const std::string &series)
+{
+    auto l = metric_line(text, series);
+    if (!l)
+        return std::nan("");
+    std::istringstream in(l->substr(series.size() + 1));
+    double v = std::nan("");
+    in >> v;
+    return v;
 }
 
 } // namespace todd::test

@@ -97,4 +97,11 @@ struct RunOutcome {
 RunOutcome run_and_follow(uint16_t api_port, uint16_t stream_port,
                           const std::string &name);
 
+/** The line of a Prometheus exposition that starts with `series` and a
+ *  space (series includes its labels, as serialised). */
+std::optional<std::string> metric_line(const std::string &text,
+                                       const std::string &series);
+/** The sample value of `series`; NaN when it is not there. */
+double metric_value(const std::string &text, const std::string &series);
+
 } // namespace todd::test

@@ -38,29 +38,6 @@ int64_t now_ms()
         .count();
 }
 
-/** The line of the exposition that starts with `series` and a space. */
-std::optional<std::string> line_of(const std::string &text,
-                                   const std::string &series)
-{
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);)
-        if (line.rfind(series + " ", 0) == 0)
-            return line;
-    return std::nullopt;
-}
-
-/** The sample value of `series` (NaN when absent). */
-double value_of(const std::string &text, const std::string &series)
-{
-    auto l = line_of(text, series);
-    if (!l)
-        return std::nan("");
-    std::istringstream in(l->substr(series.size() + 1));
-    double v = std::nan("");
-    in >> v;
-    return v;
-}
-
 /** Every line of the text format 0.0.4 is a comment or a sample. */
 ::testing::AssertionResult well_formed(const std::string &text)
 {
@@ -227,25 +204,25 @@ TEST_F(Scrape, ResultSeriesKeepOnlyNumbersInTheExactTextFormat)
     EXPECT_TRUE(well_formed(s));
     const std::string ts = std::to_string(t);
     EXPECT_EQ(
-        line_of(
+        metric_line(
             s,
             R"(todd_testrun_result{agent="A",metric="avg_latency_ms",target="127.0.0.1",testrun="ping-lo"})"),
         R"(todd_testrun_result{agent="A",metric="avg_latency_ms",target="127.0.0.1",testrun="ping-lo"} 0.05 )" +
             ts);
     EXPECT_EQ(
-        line_of(
+        metric_line(
             s,
             R"(todd_testrun_result{agent="A",metric="packet_loss",target="127.0.0.1",testrun="ping-lo"})"),
         R"(todd_testrun_result{agent="A",metric="packet_loss",target="127.0.0.1",testrun="ping-lo"} 0 )" +
             ts);
     EXPECT_EQ(
-        line_of(
+        metric_line(
             s,
             R"(todd_testrun_result{agent="C",metric="m",target="t",testrun="ping-lo"})"),
         R"(todd_testrun_result{agent="C",metric="m",target="t",testrun="ping-lo"} 1000 )" +
             ts);
     EXPECT_EQ(
-        line_of(
+        metric_line(
             s,
             R"(todd_testrun_result{agent="C",metric="neg",target="t",testrun="ping-lo"})"),
         R"(todd_testrun_result{agent="C",metric="neg",target="t",testrun="ping-lo"} -2.5 )" +
@@ -258,7 +235,7 @@ TEST_F(Scrape, ResultSeriesKeepOnlyNumbersInTheExactTextFormat)
     EXPECT_EQ(s.find("agent=\"B\""), std::string::npos);
     EXPECT_EQ(s.find("target=\"10.0.0.9\""), std::string::npos);
     EXPECT_NE(s.find("# TYPE todd_testrun_result gauge\n"), std::string::npos);
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series"), 4);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series"), 4);
 
     // A later run replaces the value and its time; not JSON: nothing.
     // (prometheus-cpp writes 16 significant digits: 0.07 would read
@@ -269,7 +246,7 @@ TEST_F(Scrape, ResultSeriesKeepOnlyNumbersInTheExactTextFormat)
     m.record_results("ping-lo", "[1,2]", t + 2);
     EXPECT_EQ(m.series_count(), 4u);
     EXPECT_EQ(
-        line_of(
+        metric_line(
             text(m),
             R"(todd_testrun_result{agent="A",metric="avg_latency_ms",target="127.0.0.1",testrun="ping-lo"})"),
         R"(todd_testrun_result{agent="A",metric="avg_latency_ms",target="127.0.0.1",testrun="ping-lo"} 0.25 )" +
@@ -286,37 +263,40 @@ TEST_F(Scrape, SnapshotGaugesAndTheCommsAndProcessFamilies)
     snap.scheduled_testruns = 5;
     const std::string s = text(m, snap);
     EXPECT_TRUE(well_formed(s));
-    EXPECT_EQ(value_of(s, "todd_agents"), 3);
-    EXPECT_EQ(value_of(s, R"(todd_group_agents{group=""})"), 1);
-    EXPECT_EQ(value_of(s, R"(todd_group_agents{group="red"})"), 2);
-    EXPECT_EQ(value_of(s, "todd_testruns_active"), 4);
-    EXPECT_EQ(value_of(s, "todd_testruns_scheduled"), 5);
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series"), 0);
+    EXPECT_EQ(metric_value(s, "todd_agents"), 3);
+    EXPECT_EQ(metric_value(s, R"(todd_group_agents{group=""})"), 1);
+    EXPECT_EQ(metric_value(s, R"(todd_group_agents{group="red"})"), 2);
+    EXPECT_EQ(metric_value(s, "todd_testruns_active"), 4);
+    EXPECT_EQ(metric_value(s, "todd_testruns_scheduled"), 5);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series"), 0);
     // Zero series exist before any event.
     for (const char *o : {"ok", "partial", "failed"})
-        EXPECT_EQ(value_of(s, std::string("todd_testruns_total{outcome=\"") +
-                                  o + "\"}"),
-                  0)
+        EXPECT_EQ(
+            metric_value(s, std::string("todd_testruns_total{outcome=\"") + o +
+                                "\"}"),
+            0)
             << o;
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series_dropped_total"), 0);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series_dropped_total"), 0);
     // The transport's families, by plugin name; not started: not connected.
     EXPECT_EQ(
-        value_of(s, R"(todd_comms_published_total{transport="loopback"})"), 0);
-    EXPECT_EQ(value_of(s, R"(todd_comms_connected{transport="loopback"})"), 0);
+        metric_value(s, R"(todd_comms_published_total{transport="loopback"})"),
+        0);
+    EXPECT_EQ(metric_value(s, R"(todd_comms_connected{transport="loopback"})"),
+              0);
     EXPECT_EQ(
-        value_of(
+        metric_value(
             s,
             R"(todd_comms_verdicts_total{transport="loopback",verdict="ack"})"),
         0);
     EXPECT_EQ(
-        value_of(
+        metric_value(
             s,
             R"(todd_messages_refused_total{transport="loopback",reason="undecodable"})"),
         0);
-    EXPECT_GT(value_of(s, "process_open_fds"), 2);
-    EXPECT_GT(value_of(s, "process_resident_memory_bytes"), 0);
-    EXPECT_GT(value_of(s, "process_start_time_seconds"), 1.5e9);
-    EXPECT_GT(value_of(s, "process_max_fds"), 0);
+    EXPECT_GT(metric_value(s, "process_open_fds"), 2);
+    EXPECT_GT(metric_value(s, "process_resident_memory_bytes"), 0);
+    EXPECT_GT(metric_value(s, "process_start_time_seconds"), 1.5e9);
+    EXPECT_GT(metric_value(s, "process_max_fds"), 0);
 }
 
 TEST_F(Scrape, MaxSeriesDropsNewSeriesAndCountsThem)
@@ -326,16 +306,16 @@ TEST_F(Scrape, MaxSeriesDropsNewSeriesAndCountsThem)
     m.record_results("r", R"({"A":{"x":{"a":1,"b":2,"c":3}}})", t);
     EXPECT_EQ(m.series_count(), 2u);
     std::string s = text(m);
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series_dropped_total"), 1);
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series"), 2);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series_dropped_total"), 1);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series"), 2);
     // The first two in the document's order are kept.
-    EXPECT_TRUE(line_of(
+    EXPECT_TRUE(metric_line(
         s,
         R"(todd_testrun_result{agent="A",metric="a",target="x",testrun="r"})"));
-    EXPECT_TRUE(line_of(
+    EXPECT_TRUE(metric_line(
         s,
         R"(todd_testrun_result{agent="A",metric="b",target="x",testrun="r"})"));
-    EXPECT_FALSE(line_of(
+    EXPECT_FALSE(metric_line(
         s,
         R"(todd_testrun_result{agent="A",metric="c",target="x",testrun="r"})"));
 
@@ -345,18 +325,19 @@ TEST_F(Scrape, MaxSeriesDropsNewSeriesAndCountsThem)
     EXPECT_EQ(m.series_count(), 2u);
     s = text(m);
     EXPECT_EQ(
-        value_of(
+        metric_value(
             s,
             R"(todd_testrun_result{agent="A",metric="a",target="x",testrun="r"})"),
         10);
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series_dropped_total"), 3);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series_dropped_total"), 3);
 
     // Room again after forget_testrun.
     m.forget_testrun("r");
     EXPECT_EQ(m.series_count(), 0u);
     m.record_results("other", R"({"A":{"x":{"a":1,"d":4}}})", t + 2);
     EXPECT_EQ(m.series_count(), 2u);
-    EXPECT_EQ(value_of(text(m), "todd_testrun_result_series_dropped_total"), 3);
+    EXPECT_EQ(metric_value(text(m), "todd_testrun_result_series_dropped_total"),
+              3);
 }
 
 TEST_F(Scrape, SeriesOlderThanTheTtlAreForgottenAtScrape)
@@ -367,19 +348,19 @@ TEST_F(Scrape, SeriesOlderThanTheTtlAreForgottenAtScrape)
     m.record_results("new", R"({"A":{"x":{"m":2}}})", now - 1000);
     EXPECT_EQ(m.series_count(), 2u); // expiry happens at scrape
     const std::string s = text(m);
-    EXPECT_FALSE(line_of(
+    EXPECT_FALSE(metric_line(
         s,
         R"(todd_testrun_result{agent="A",metric="m",target="x",testrun="old"})"))
         << s;
     EXPECT_EQ(
-        value_of(
+        metric_value(
             s,
             R"(todd_testrun_result{agent="A",metric="m",target="x",testrun="new"})"),
         2);
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series"), 1);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series"), 1);
     EXPECT_EQ(m.series_count(), 1u);
     // An expired series is not dropped for the bound: it is merely gone.
-    EXPECT_EQ(value_of(s, "todd_testrun_result_series_dropped_total"), 0);
+    EXPECT_EQ(metric_value(s, "todd_testrun_result_series_dropped_total"), 0);
 }
 
 TEST_F(Scrape, ForgetTestrunRemovesOnlyThatTestrun)
@@ -395,7 +376,7 @@ TEST_F(Scrape, ForgetTestrunRemovesOnlyThatTestrun)
     const std::string s = text(m);
     EXPECT_EQ(s.find("testrun=\"a\""), std::string::npos);
     for (const char *kept : {"ab", "a b", "b", ""})
-        EXPECT_TRUE(line_of(
+        EXPECT_TRUE(metric_line(
             s,
             std::string(
                 R"(todd_testrun_result{agent="B",metric="m",target="y",testrun=")") +
@@ -430,46 +411,55 @@ TEST_F(Scrape, EventCountersAndTheDurationHistogram)
     m.response("AgentStatus", "ignored");
     const std::string s = text(m);
     EXPECT_TRUE(well_formed(s));
-    EXPECT_EQ(value_of(s, R"(todd_testruns_started_total{origin="schedule"})"),
-              2);
-    EXPECT_EQ(value_of(s, R"(todd_testruns_started_total{origin="api"})"), 1);
     EXPECT_EQ(
-        value_of(s, R"(todd_testruns_refused_total{reason="still_running"})"),
-        1);
-    EXPECT_EQ(value_of(s, R"(todd_testruns_refused_total{reason="notfound"})"),
-              2);
-    EXPECT_EQ(value_of(s, R"(todd_testruns_total{outcome="ok"})"), 2);
-    EXPECT_EQ(value_of(s, R"(todd_testruns_total{outcome="partial"})"), 0);
-    EXPECT_EQ(value_of(s, R"(todd_testruns_total{outcome="failed"})"), 1);
-    EXPECT_EQ(value_of(s, "todd_testrun_duration_seconds_count"), 3);
-    EXPECT_NEAR(value_of(s, "todd_testrun_duration_seconds_sum"), 2.4, 1e-9);
-    EXPECT_EQ(value_of(s, R"(todd_testrun_duration_seconds_bucket{le="0.1"})"),
+        metric_value(s, R"(todd_testruns_started_total{origin="schedule"})"),
+        2);
+    EXPECT_EQ(metric_value(s, R"(todd_testruns_started_total{origin="api"})"),
               1);
-    EXPECT_EQ(value_of(s, R"(todd_testrun_duration_seconds_bucket{le="0.5"})"),
-              2);
-    EXPECT_EQ(value_of(s, R"(todd_testrun_duration_seconds_bucket{le="1"})"),
-              2);
-    EXPECT_EQ(value_of(s, R"(todd_testrun_duration_seconds_bucket{le="2.5"})"),
-              3);
-    EXPECT_EQ(value_of(s, R"(todd_testrun_duration_seconds_bucket{le="+Inf"})"),
-              3);
+    EXPECT_EQ(metric_value(
+                  s, R"(todd_testruns_refused_total{reason="still_running"})"),
+              1);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_testruns_refused_total{reason="notfound"})"),
+        2);
+    EXPECT_EQ(metric_value(s, R"(todd_testruns_total{outcome="ok"})"), 2);
+    EXPECT_EQ(metric_value(s, R"(todd_testruns_total{outcome="partial"})"), 0);
+    EXPECT_EQ(metric_value(s, R"(todd_testruns_total{outcome="failed"})"), 1);
+    EXPECT_EQ(metric_value(s, "todd_testrun_duration_seconds_count"), 3);
+    EXPECT_NEAR(metric_value(s, "todd_testrun_duration_seconds_sum"), 2.4,
+                1e-9);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_testrun_duration_seconds_bucket{le="0.1"})"),
+        1);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_testrun_duration_seconds_bucket{le="0.5"})"),
+        2);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_testrun_duration_seconds_bucket{le="1"})"), 2);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_testrun_duration_seconds_bucket{le="2.5"})"),
+        3);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_testrun_duration_seconds_bucket{le="+Inf"})"),
+        3);
     EXPECT_NE(s.find("# TYPE todd_testrun_duration_seconds histogram\n"),
               std::string::npos);
-    EXPECT_EQ(value_of(s, R"(todd_adverts_total{outcome="accepted"})"), 2);
-    EXPECT_EQ(value_of(s, R"(todd_adverts_total{outcome="invalid"})"), 1);
-    EXPECT_EQ(value_of(s, "todd_agent_registrations_total"), 1);
-    EXPECT_EQ(value_of(s, "todd_agent_expirations_total"), 1);
-    EXPECT_EQ(value_of(s, R"(todd_tasks_sent_total{type="InstallTestRun"})"),
-              2);
-    EXPECT_EQ(value_of(s, R"(todd_task_send_failures_total{type="SetGroup"})"),
-              1);
+    EXPECT_EQ(metric_value(s, R"(todd_adverts_total{outcome="accepted"})"), 2);
+    EXPECT_EQ(metric_value(s, R"(todd_adverts_total{outcome="invalid"})"), 1);
+    EXPECT_EQ(metric_value(s, "todd_agent_registrations_total"), 1);
+    EXPECT_EQ(metric_value(s, "todd_agent_expirations_total"), 1);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_tasks_sent_total{type="InstallTestRun"})"), 2);
+    EXPECT_EQ(
+        metric_value(s, R"(todd_task_send_failures_total{type="SetGroup"})"),
+        1);
     // prometheus-cpp sorts a family's labels by name.
     EXPECT_EQ(
-        value_of(s,
-                 R"(todd_responses_total{outcome="accepted",type="TestData"})"),
+        metric_value(
+            s, R"(todd_responses_total{outcome="accepted",type="TestData"})"),
         1);
     EXPECT_EQ(
-        value_of(
+        metric_value(
             s, R"(todd_responses_total{outcome="ignored",type="AgentStatus"})"),
         1);
     EXPECT_NE(s.find("# TYPE todd_testruns_total counter\n"),
@@ -486,7 +476,7 @@ TEST_F(Scrape, HostileLabelValuesAreEscaped)
     const std::string s = text(m);
     EXPECT_TRUE(well_formed(s)) << s;
     EXPECT_EQ(
-        line_of(
+        metric_line(
             s,
             R"(todd_testrun_result{agent="ag\"ent",metric="line\nbreak",target="a\\b",testrun="we\"ird\\run\nx"})"),
         R"(todd_testrun_result{agent="ag\"ent",metric="line\nbreak",target="a\\b",testrun="we\"ird\\run\nx"} 1 )" +

@@ -36,29 +36,6 @@ rapidjson::Document parse(const std::string &s)
     return d;
 }
 
-/** The line of the exposition that starts with `series` and a space. */
-std::optional<std::string> line_of(const std::string &text,
-                                   const std::string &series)
-{
-    std::istringstream in(text);
-    for (std::string line; std::getline(in, line);)
-        if (line.rfind(series + " ", 0) == 0)
-            return line;
-    return std::nullopt;
-}
-
-/** The sample value of `series`; NaN when it is not there. */
-double value_of(const std::string &text, const std::string &series)
-{
-    auto l = line_of(text, series);
-    if (!l)
-        return std::nan("");
-    std::istringstream in(l->substr(series.size() + 1));
-    double v = std::nan("");
-    in >> v;
-    return v;
-}
-
 std::string result_series(const std::string &agent, const std::string &metric,
                           const std::string &testrun)
 {
@@ -211,28 +188,34 @@ TEST_F(Observe, HealthReadinessMetricsAndTheDashboardPage)
     EXPECT_EQ(m.status, 200);
     EXPECT_EQ(m.headers["content-type"],
               "text/plain; version=0.0.4; charset=utf-8");
-    EXPECT_EQ(value_of(m.body, "todd_agents"), 2) << m.body;
-    EXPECT_EQ(value_of(m.body, R"(todd_group_agents{group=""})"), 2);
-    EXPECT_GE(value_of(m.body, "todd_agent_registrations_total"), 2);
+    EXPECT_EQ(metric_value(m.body, "todd_agents"), 2) << m.body;
+    EXPECT_EQ(metric_value(m.body, R"(todd_group_agents{group=""})"), 2);
+    EXPECT_GE(metric_value(m.body, "todd_agent_registrations_total"), 2);
     // They started without the server's ping testlet.
     EXPECT_GE(
-        value_of(m.body, R"(todd_adverts_total{outcome="assets_missing"})"), 2);
-    EXPECT_GE(value_of(m.body, R"(todd_adverts_total{outcome="accepted"})"), 2);
+        metric_value(m.body, R"(todd_adverts_total{outcome="assets_missing"})"),
+        2);
+    EXPECT_GE(metric_value(m.body, R"(todd_adverts_total{outcome="accepted"})"),
+              2);
     EXPECT_GE(
-        value_of(m.body, R"(todd_tasks_sent_total{type="DownloadAsset"})"), 2);
-    EXPECT_EQ(value_of(m.body, R"(todd_comms_connected{transport="loopback"})"),
-              1);
-    EXPECT_GT(value_of(m.body,
-                       R"(todd_comms_deliveries_total{transport="loopback"})"),
-              0);
-    EXPECT_EQ(value_of(m.body, "todd_testruns_active"), 0);
-    EXPECT_EQ(value_of(m.body, "todd_testruns_scheduled"), 0);
+        metric_value(m.body, R"(todd_tasks_sent_total{type="DownloadAsset"})"),
+        2);
+    EXPECT_EQ(
+        metric_value(m.body, R"(todd_comms_connected{transport="loopback"})"),
+        1);
+    EXPECT_GT(
+        metric_value(m.body,
+                     R"(todd_comms_deliveries_total{transport="loopback"})"),
+        0);
+    EXPECT_EQ(metric_value(m.body, "todd_testruns_active"), 0);
+    EXPECT_EQ(metric_value(m.body, "todd_testruns_scheduled"), 0);
 
     create_group();
     std::string t = metrics();
-    EXPECT_EQ(value_of(t, R"(todd_group_agents{group="obsgroup"})"), 2) << t;
-    EXPECT_FALSE(line_of(t, R"(todd_group_agents{group=""})")) << t;
-    EXPECT_GE(value_of(t, R"(todd_tasks_sent_total{type="SetGroup"})"), 2);
+    EXPECT_EQ(metric_value(t, R"(todd_group_agents{group="obsgroup"})"), 2)
+        << t;
+    EXPECT_FALSE(metric_line(t, R"(todd_group_agents{group=""})")) << t;
+    EXPECT_GE(metric_value(t, R"(todd_tasks_sent_total{type="SetGroup"})"), 2);
 
     // The page, with a policy that allows exactly its one inline script.
     for (const char *p : {"/dashboard", "/dashboard/"}) {
@@ -289,7 +272,7 @@ TEST_F(Observe, ScheduledRunsFillMetricsAndDashboardUntilDeleted)
               200);
     EXPECT_NE(get("/v1/object/testrun").body.find("\"interval\": \"1s\""),
               std::string::npos);
-    EXPECT_EQ(value_of(metrics(), "todd_testruns_scheduled"), 1);
+    EXPECT_EQ(metric_value(metrics(), "todd_testruns_scheduled"), 1);
 
     // Nobody calls /v1/testrun/run: the server runs it every second.
     ASSERT_TRUE(
@@ -297,33 +280,35 @@ TEST_F(Observe, ScheduledRunsFillMetricsAndDashboardUntilDeleted)
         << get("/v1/dashboard/runs?limit=200").body;
 
     std::string t = metrics();
-    EXPECT_GE(value_of(t, R"(todd_testruns_started_total{origin="schedule"})"),
-              2)
-        << t;
-    EXPECT_FALSE(line_of(t, R"(todd_testruns_started_total{origin="api"})"));
-    EXPECT_GE(value_of(t, R"(todd_testruns_total{outcome="ok"})"), 2);
-    EXPECT_EQ(value_of(t, R"(todd_testruns_total{outcome="failed"})"), 0);
-    EXPECT_GE(value_of(t, "todd_testrun_duration_seconds_count"), 2);
-    // Two agents per run, at least two runs.
-    EXPECT_GE(value_of(t, R"(todd_tasks_sent_total{type="InstallTestRun"})"),
-              4);
-    EXPECT_GE(value_of(t, R"(todd_tasks_sent_total{type="ExecuteTestRun"})"),
-              4);
     EXPECT_GE(
-        value_of(t,
-                 R"(todd_responses_total{outcome="accepted",type="TestData"})"),
+        metric_value(t, R"(todd_testruns_started_total{origin="schedule"})"), 2)
+        << t;
+    EXPECT_FALSE(
+        metric_line(t, R"(todd_testruns_started_total{origin="api"})"));
+    EXPECT_GE(metric_value(t, R"(todd_testruns_total{outcome="ok"})"), 2);
+    EXPECT_EQ(metric_value(t, R"(todd_testruns_total{outcome="failed"})"), 0);
+    EXPECT_GE(metric_value(t, "todd_testrun_duration_seconds_count"), 2);
+    // Two agents per run, at least two runs.
+    EXPECT_GE(
+        metric_value(t, R"(todd_tasks_sent_total{type="InstallTestRun"})"), 4);
+    EXPECT_GE(
+        metric_value(t, R"(todd_tasks_sent_total{type="ExecuteTestRun"})"), 4);
+    EXPECT_GE(
+        metric_value(
+            t, R"(todd_responses_total{outcome="accepted",type="TestData"})"),
         4);
     EXPECT_GT(
-        value_of(t, R"(todd_comms_published_total{transport="loopback"})"), 0);
+        metric_value(t, R"(todd_comms_published_total{transport="loopback"})"),
+        0);
     EXPECT_EQ(
-        value_of(t,
-                 R"(todd_comms_publish_failures_total{transport="loopback"})"),
+        metric_value(
+            t, R"(todd_comms_publish_failures_total{transport="loopback"})"),
         0);
     const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
     for (auto &a : agents_) {
-        auto l = line_of(
+        auto l = metric_line(
             t, result_series(a->uuid(), "avg_latency_ms", "sched-ping"));
         ASSERT_TRUE(l) << a->uuid() << "\n" << t;
         // "<series> <value> <time ms>": a latency and a recent time.
@@ -334,9 +319,9 @@ TEST_F(Observe, ScheduledRunsFillMetricsAndDashboardUntilDeleted)
         EXPECT_GE(v, 0) << *l;
         EXPECT_LE(ts, now) << *l;
         EXPECT_GT(ts, now - 120000) << *l;
-        EXPECT_EQ(
-            value_of(t, result_series(a->uuid(), "packet_loss", "sched-ping")),
-            0);
+        EXPECT_EQ(metric_value(
+                      t, result_series(a->uuid(), "packet_loss", "sched-ping")),
+                  0);
     }
 
     // The dashboard's view of the same runs.
@@ -392,8 +377,8 @@ TEST_F(Observe, ScheduledRunsFillMetricsAndDashboardUntilDeleted)
     ASSERT_TRUE(wait_until(
         [&] {
             auto m = metrics();
-            return value_of(m, "todd_testruns_active") == 0 &&
-                   value_of(
+            return metric_value(m, "todd_testruns_active") == 0 &&
+                   metric_value(
                        m,
                        R"(todd_testruns_refused_total{reason="invalidtopology"})") >=
                        1;
@@ -407,9 +392,9 @@ TEST_F(Observe, ScheduledRunsFillMetricsAndDashboardUntilDeleted)
         200);
     t = metrics();
     EXPECT_EQ(t.find("testrun=\"sched-ping\""), std::string::npos) << t;
-    EXPECT_EQ(value_of(t, "todd_testruns_scheduled"), 0);
-    const double refused =
-        value_of(t, R"(todd_testruns_refused_total{reason="invalidtopology"})");
+    EXPECT_EQ(metric_value(t, "todd_testruns_scheduled"), 0);
+    const double refused = metric_value(
+        t, R"(todd_testruns_refused_total{reason="invalidtopology"})");
 
     // The agents back in the group and another scheduled testrun: once it
     // has run three times (more than two intervals), the deleted one has
@@ -424,15 +409,16 @@ TEST_F(Observe, ScheduledRunsFillMetricsAndDashboardUntilDeleted)
     t = metrics();
     EXPECT_EQ(t.find("testrun=\"sched-ping\""), std::string::npos) << t;
     EXPECT_FALSE(
-        line_of(t, R"(todd_testruns_refused_total{reason="notfound"})"))
+        metric_line(t, R"(todd_testruns_refused_total{reason="notfound"})"))
         << t;
     EXPECT_EQ(
-        value_of(t, R"(todd_testruns_refused_total{reason="invalidtopology"})"),
+        metric_value(
+            t, R"(todd_testruns_refused_total{reason="invalidtopology"})"),
         refused);
-    EXPECT_EQ(value_of(t, "todd_testruns_scheduled"), 1);
+    EXPECT_EQ(metric_value(t, "todd_testruns_scheduled"), 1);
     for (auto &a : agents_)
-        EXPECT_TRUE(
-            line_of(t, result_series(a->uuid(), "avg_latency_ms", "marker")));
+        EXPECT_TRUE(metric_line(
+            t, result_series(a->uuid(), "avg_latency_ms", "marker")));
 }
 
 TEST_F(Observe, ScheduledRunStillGoingIsSkippedAndDeletionForgetsItsResults)
@@ -465,8 +451,8 @@ TEST_F(Observe, ScheduledRunStillGoingIsSkippedAndDeletionForgetsItsResults)
     ASSERT_TRUE(wait_until(
         [&] {
             auto m = metrics();
-            return value_of(m, "todd_testruns_active") == 1 &&
-                   value_of(
+            return metric_value(m, "todd_testruns_active") == 1 &&
+                   metric_value(
                        m,
                        R"(todd_testruns_refused_total{reason="still_running"})") >=
                        1;
@@ -481,17 +467,18 @@ TEST_F(Observe, ScheduledRunStillGoingIsSkippedAndDeletionForgetsItsResults)
         post("/v1/object/delete", R"({"label":"gated-sched","type":"testrun"})")
             .status,
         200);
-    EXPECT_EQ(value_of(metrics(), "todd_testruns_scheduled"), 0);
+    EXPECT_EQ(metric_value(metrics(), "todd_testruns_scheduled"), 0);
     std::filesystem::remove(gate);
     ASSERT_TRUE(
         wait_until([&] { return runs_of("gated-sched", true) == 1; }, 60s));
     const std::string t = metrics();
-    EXPECT_EQ(value_of(t, R"(todd_testruns_total{outcome="ok"})"), 1) << t;
-    EXPECT_EQ(value_of(t, R"(todd_testruns_started_total{origin="schedule"})"),
-              1);
+    EXPECT_EQ(metric_value(t, R"(todd_testruns_total{outcome="ok"})"), 1) << t;
+    EXPECT_EQ(
+        metric_value(t, R"(todd_testruns_started_total{origin="schedule"})"),
+        1);
     // Its testrun is gone: nothing of it is exported.
     EXPECT_EQ(t.find("testrun=\"gated-sched\""), std::string::npos) << t;
-    EXPECT_EQ(value_of(t, "todd_testrun_result_series"), 0);
+    EXPECT_EQ(metric_value(t, "todd_testrun_result_series"), 0);
 }
 
 TEST_F(Observe, AgentMetricsTextAndReadiness)
@@ -499,19 +486,24 @@ TEST_F(Observe, AgentMetricsTextAndReadiness)
     agent::Agent &a = *agents_[0];
     std::string t = a.metrics_text();
     EXPECT_EQ(
-        line_of(t, "todd_agent_info{uuid=\"" + a.uuid() + "\",group=\"\"}"),
+        metric_line(t, "todd_agent_info{uuid=\"" + a.uuid() + "\",group=\"\"}"),
         "todd_agent_info{uuid=\"" + a.uuid() + "\",group=\"\"} 1")
         << t;
-    EXPECT_GE(value_of(t, R"(todd_agent_adverts_total{outcome="sent"})"), 1);
-    EXPECT_EQ(value_of(t, R"(todd_agent_adverts_total{outcome="failed"})"), 0);
-    EXPECT_GE(value_of(t, R"(todd_agent_tasks_total{type="DownloadAsset"})"),
+    EXPECT_GE(metric_value(t, R"(todd_agent_adverts_total{outcome="sent"})"),
               1);
-    EXPECT_GE(value_of(t, R"(todd_agent_assets_total{outcome="fetched"})"), 1);
-    EXPECT_EQ(value_of(t, "todd_agent_test_runs"), 0);
-    EXPECT_GT(value_of(t, "process_open_fds"), 2);
-    EXPECT_EQ(value_of(t, R"(todd_comms_connected{transport="loopback"})"), 1);
+    EXPECT_EQ(metric_value(t, R"(todd_agent_adverts_total{outcome="failed"})"),
+              0);
+    EXPECT_GE(
+        metric_value(t, R"(todd_agent_tasks_total{type="DownloadAsset"})"), 1);
+    EXPECT_GE(metric_value(t, R"(todd_agent_assets_total{outcome="fetched"})"),
+              1);
+    EXPECT_EQ(metric_value(t, "todd_agent_test_runs"), 0);
+    EXPECT_GT(metric_value(t, "process_open_fds"), 2);
+    EXPECT_EQ(metric_value(t, R"(todd_comms_connected{transport="loopback"})"),
+              1);
     EXPECT_GT(
-        value_of(t, R"(todd_comms_published_total{transport="loopback"})"), 0);
+        metric_value(t, R"(todd_comms_published_total{transport="loopback"})"),
+        0);
     EXPECT_NE(t.find("# TYPE todd_agent_info gauge\n"), std::string::npos);
 
     auto checks = a.readiness();
@@ -526,11 +518,11 @@ TEST_F(Observe, AgentMetricsTextAndReadiness)
     // The group is in the info series once the agent is in one.
     create_group();
     t = a.metrics_text();
-    EXPECT_EQ(line_of(t, "todd_agent_info{uuid=\"" + a.uuid() +
-                             "\",group=\"obsgroup\"}"),
+    EXPECT_EQ(metric_line(t, "todd_agent_info{uuid=\"" + a.uuid() +
+                                 "\",group=\"obsgroup\"}"),
               "todd_agent_info{uuid=\"" + a.uuid() + "\",group=\"obsgroup\"} 1")
         << t;
-    EXPECT_GE(value_of(t, R"(todd_agent_tasks_total{type="SetGroup"})"), 1);
+    EXPECT_GE(metric_value(t, R"(todd_agent_tasks_total{type="SetGroup"})"), 1);
 
     // Stopped: not ready, and the text is still served.
     agent::Agent &b = *agents_[1];
@@ -538,10 +530,11 @@ TEST_F(Observe, AgentMetricsTextAndReadiness)
     for (const auto &c : b.readiness())
         EXPECT_FALSE(c.ok) << c.name << ": " << c.detail;
     t = b.metrics_text();
-    EXPECT_EQ(value_of(t, R"(todd_comms_connected{transport="loopback"})"), 0);
+    EXPECT_EQ(metric_value(t, R"(todd_comms_connected{transport="loopback"})"),
+              0);
     EXPECT_TRUE(
-        line_of(t, "todd_agent_info{uuid=\"" + b.uuid() +
-                       "\",group=\"obsgroup\"}") ||
-        line_of(t, "todd_agent_info{uuid=\"" + b.uuid() + "\",group=\"\"}"))
+        metric_line(t, "todd_agent_info{uuid=\"" + b.uuid() +
+                           "\",group=\"obsgroup\"}") ||
+        metric_line(t, "todd_agent_info{uuid=\"" + b.uuid() + "\",group=\"\"}"))
         << t;
 }

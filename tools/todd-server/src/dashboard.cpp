@@ -93,27 +93,12 @@ std::string dashboard_series(const std::string &label,
 {
     using Key = std::tuple<std::string, std::string, std::string>;
     std::map<Key, std::vector<std::pair<int64_t, double>>> series;
-    for (auto r = stored.rbegin(); r != stored.rend(); ++r) {
-        rj::Document doc;
-        std::string err;
-        if (!json::parse(doc, r->cleandata, err) || !doc.IsObject())
-            continue;
-        for (const auto &agent : doc.GetObject()) {
-            if (!agent.value.IsObject())
-                continue;
-            for (const auto &target : agent.value.GetObject()) {
-                if (!target.value.IsObject())
-                    continue;
-                for (const auto &metric : target.value.GetObject()) {
-                    double v;
-                    if (json::result_number(metric.value, v))
-                        series[{agent.name.GetString(), target.name.GetString(),
-                                metric.name.GetString()}]
-                            .push_back({r->ended_ms, v});
-                }
-            }
-        }
-    }
+    for (auto r = stored.rbegin(); r != stored.rend(); ++r)
+        json::for_each_result(r->cleandata, [&](const char *agent,
+                                                const char *target,
+                                                const char *metric, double v) {
+            series[{agent, target, metric}].push_back({r->ended_ms, v});
+        });
     std::string out = "{\"label\":";
     json::quote(out, label);
     out += ",\"series\":[";

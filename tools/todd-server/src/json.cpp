@@ -179,4 +179,29 @@ bool result_number(const rapidjson::Value &v, double &out)
     return end == v.GetString() + v.GetStringLength() && std::isfinite(out);
 }
 
+bool for_each_result(std::string_view cleandata,
+                     const std::function<void(const char *, const char *,
+                                              const char *, double)> &fn)
+{
+    rapidjson::Document doc;
+    std::string err;
+    if (!parse(doc, cleandata, err) || !doc.IsObject())
+        return false;
+    for (const auto &agent : doc.GetObject()) {
+        if (!agent.value.IsObject())
+            continue;
+        for (const auto &target : agent.value.GetObject()) {
+            if (!target.value.IsObject())
+                continue;
+            for (const auto &metric : target.value.GetObject()) {
+                double v;
+                if (result_number(metric.value, v))
+                    fn(agent.name.GetString(), target.name.GetString(),
+                       metric.name.GetString(), v);
+            }
+        }
+    }
+    return true;
+}
+
 } // namespace todd::server::json

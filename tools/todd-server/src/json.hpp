@@ -5,6 +5,7 @@
 
 #include <todd/core/json_limits.hpp>
 
+#include <functional>
 #include <string>
 #include <string_view>
 
@@ -37,5 +38,13 @@ bool parse(rapidjson::Document &doc, std::string_view text, std::string &error,
 /** A test result as a number: a JSON number, or a string holding one
  *  (Go's testlets print them so); false for anything else or non-finite. */
 bool result_number(const rapidjson::Value &v, double &out);
+
+/** Call fn(agent, target, metric, value) for every numeric result (as
+ *  result_number reads it) of a run's clean data, {agent: {target:
+ *  {metric: value}}}; false when the text is not a JSON object. */
+bool for_each_result(
+    std::string_view cleandata,
+    const std::function<void(const char *agent, const char *target,
+                             const char *metric, double v)> &fn);
 
 } // namespace todd::server::json

@@ -11,7 +11,6 @@
 
 namespace todd::server {
 
-namespace rj = rapidjson;
 using prometheus::BuildCounter;
 using prometheus::MetricType;
 using service::family;
@@ -131,33 +130,18 @@ void ServerMetrics::run_finished(std::string_view outcome, double seconds)
 void ServerMetrics::record_results(const std::string &testrun,
                                    const std::string &data, int64_t time_ms)
 {
-    rj::Document doc;
-    doc.Parse(data.data(), data.size());
-    if (doc.HasParseError() || !doc.IsObject())
-        return;
     uint64_t dropped = 0;
-    for (const auto &agent : doc.GetObject()) {
-        if (!agent.value.IsObject())
-            continue;
-        for (const auto &target : agent.value.GetObject()) {
-            if (!target.value.IsObject())
-                continue;
-            for (const auto &metric : target.value.GetObject()) {
-                double v;
-                if (!json::result_number(metric.value, v))
-                    continue;
-                Key k{testrun, agent.name.GetString(), target.name.GetString(),
-                      metric.name.GetString()};
-                auto it = series_.find(k);
-                if (it == series_.end() &&
-                    series_.size() >= limits_.max_series) {
-                    ++dropped;
-                    continue;
-                }
-                series_[std::move(k)] = {v, time_ms};
-            }
-        }
-    }
+    json::for_each_result(data, [&](const char *agent, const char *target,
+                                    const char *metric, double v) {
+        Key k{testrun, agent, target, metric};
+        auto it = series_.find(k);
+        if (it != series_.end())
+            it->second = {v, time_ms};
+        else if (series_.size() < limits_.max_series)
+            series_.emplace(std::move(k), Point{v, time_ms});
+        else
+            ++dropped;
+    });
     if (dropped) {
         series_dropped_.Add({}).Increment(static_cast<double>(dropped));
         log::warn("server", "testrun " + testrun + ": " +
