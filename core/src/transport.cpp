@@ -151,10 +151,26 @@ struct Transport::Impl {
     std::atomic<bool> late_callback_logged{false};
     std::atomic<int> state{static_cast<int>(LinkState::idle)};
 
-    std::mutex handlers; // guards subs, detached, on_state
-    std::map<uint64_t, std::shared_ptr<DeliveryHandler>> subs;
-    std::set<uint64_t>
-        detached; // unsubscribed from inside a handler, plugin side pending
+    /** A subscription's handler and what its deliveries were answered. */
+    struct Sub {
+        explicit Sub(DeliveryHandler f) : fn(std::move(f)) {}
+        DeliveryHandler fn;
+        // The ABI serialises one subscription's deliveries, so each count
+        // has one writer: a plain add, no locked instruction on the path
+        // of every message. counters() reads them under `handlers`.
+        std::atomic<uint64_t> acked{0}, requeued{0}, rejected{0},
+            redelivered{0};
+        static void add(std::atomic<uint64_t> &c)
+        {
+            c.store(c.load(std::memory_order_relaxed) + 1,
+                    std::memory_order_relaxed);
+        }
+    };
+    mutable std::mutex handlers; // guards subs, detached, on_state, ended
+    std::map<uint64_t, std::shared_ptr<Sub>> subs;
+    // Unsubscribed from inside a handler, plugin side pending: no more
+    // calls to the handler, counted until the plugin side is done.
+    std::map<uint64_t, std::shared_ptr<Sub>> detached;
     std::shared_ptr<StateHandler> on_state;
     std::atomic<uint64_t> next_cookie{1};
     std::vector<std::thread> unsubscribers;
@@ -162,12 +178,37 @@ struct Transport::Impl {
     mutable std::mutex counts; // guards rejected
     std::map<std::string, uint64_t, std::less<>> rejected;
 
-    // TransportCounters, as relaxed atomics: they order nothing.
+    // TransportCounters. Publishes are counted here, as relaxed atomics on
+    // a cache line of their own (publishing threads write it, delivering
+    // threads do not); deliveries in their Sub. `ended` keeps the verdicts
+    // of the subscriptions that are gone; `refused` the deliveries rejected
+    // before any handler.
     struct Counts {
-        std::atomic<uint64_t> published{0}, publish_failed{0}, delivered{0},
-            acked{0}, requeued{0}, rejected{0}, redelivered{0}, connects{0},
+        alignas(64) std::atomic<uint64_t> published{0}, publish_failed{0};
+        alignas(64) std::atomic<uint64_t> refused{0}, connects{0},
             disconnects{0};
     } tally;
+    struct Verdicts {
+        uint64_t acked = 0, requeued = 0, rejected = 0, redelivered = 0;
+        void add(const Sub &s)
+        {
+            acked += s.acked.load(std::memory_order_relaxed);
+            requeued += s.requeued.load(std::memory_order_relaxed);
+            rejected += s.rejected.load(std::memory_order_relaxed);
+            redelivered += s.redelivered.load(std::memory_order_relaxed);
+        }
+    } ended; // guarded by `handlers`
+    /** Forget a subscription, keeping its counts; caller holds handlers.
+     *  Its deliveries are over: the plugin side is unsubscribed. */
+    void end_sub(std::map<uint64_t, std::shared_ptr<Sub>> &from,
+                 uint64_t cookie)
+    {
+        auto it = from.find(cookie);
+        if (it == from.end())
+            return;
+        ended.add(*it->second);
+        from.erase(it);
+    }
     static void bump(std::atomic<uint64_t> &c, uint64_t by = 1)
     {
         c.fetch_add(by, std::memory_order_relaxed);
@@ -181,11 +222,11 @@ struct Transport::Impl {
         bump(tally.publish_failed, statuses.size() - ok);
     }
 
-    /** A REJECT verdict for destination: count it, log the running count. */
+    /** A REJECT verdict for destination: count it there, log the running
+     *  count (TransportCounters counts it where it was decided). */
     void count_reject(std::string_view destination)
     {
         uint64_t n;
-        bump(tally.rejected);
         {
             std::lock_guard lock(counts);
             auto it = rejected.find(destination);
@@ -271,10 +312,10 @@ struct Transport::Impl {
                 log::error(
                     s->component,
                     "deliver with a NULL or truncated message; rejected");
-                bump(s->tally.rejected);
+                bump(s->tally.refused);
                 return TODD_COMMS_VERDICT_REJECT;
             }
-            std::shared_ptr<DeliveryHandler> h;
+            std::shared_ptr<Sub> h;
             {
                 std::lock_guard lock(s->handlers);
                 auto it = s->subs.find(cookie);
@@ -287,6 +328,7 @@ struct Transport::Impl {
                               "deliver for unknown subscription " +
                                   std::to_string(cookie) + "; rejected");
                     s->count_reject(m->destination ? m->destination : "");
+                    bump(s->tally.refused);
                     return TODD_COMMS_VERDICT_REJECT;
                 }
                 h = it->second;
@@ -298,17 +340,17 @@ struct Transport::Impl {
                                  m->payload ? m->payload_len : 0);
             dv.content_type = m->content_type ? m->content_type : "";
             dv.redelivered = (m->flags & TODD_COMMS_MSG_REDELIVERED) != 0;
-            bump(s->tally.delivered);
             if (dv.redelivered)
-                bump(s->tally.redelivered);
+                Sub::add(h->redelivered);
             CallbackScope scope(s);
             try {
-                Verdict v = (*h)(dv);
-                if (v == Verdict::reject)
+                Verdict v = h->fn(dv);
+                if (v == Verdict::reject) {
+                    Sub::add(h->rejected);
                     s->count_reject(dv.destination);
-                else
-                    bump(v == Verdict::ack ? s->tally.acked
-                                           : s->tally.requeued);
+                } else {
+                    Sub::add(v == Verdict::ack ? h->acked : h->requeued);
+                }
                 return static_cast<int32_t>(v);
             } catch (const std::exception &e) {
                 log::warn(s->component,
@@ -320,7 +362,7 @@ struct Transport::Impl {
                     "handler for '" + std::string(dv.destination) +
                         "' threw a non-standard exception; message requeued");
             }
-            bump(s->tally.requeued);
+            Sub::add(h->requeued);
             return TODD_COMMS_VERDICT_REQUEUE;
         } catch (...) {
             return TODD_COMMS_VERDICT_REQUEUE;
@@ -388,8 +430,8 @@ struct Transport::Impl {
                     failure("unsubscribe " + std::to_string(cookie), st));
         }
         std::lock_guard lock(handlers);
-        subs.erase(cookie);
-        detached.erase(cookie);
+        end_sub(subs, cookie);
+        end_sub(detached, cookie);
     }
 
     void join_unsubscribers()
@@ -502,6 +544,9 @@ void Transport::stop()
     }
     i.join_unsubscribers();
     std::lock_guard lock(i.handlers);
+    for (auto *m : {&i.subs, &i.detached})
+        for (const auto &[cookie, sub] : *m)
+            i.ended.add(*sub);
     i.subs.clear();
     i.detached.clear();
 }
@@ -616,8 +661,7 @@ Subscription Transport::subscribe(const std::string &destination,
     const uint64_t cookie = i.next_cookie.fetch_add(1);
     {
         std::lock_guard hl(i.handlers);
-        i.subs.emplace(cookie,
-                       std::make_shared<DeliveryHandler>(std::move(handler)));
+        i.subs.emplace(cookie, std::make_shared<Impl::Sub>(std::move(handler)));
     }
     todd_comms_subscribe_opts o{sizeof(todd_comms_subscribe_opts), 0, prefetch,
                                 0};
@@ -641,9 +685,11 @@ void Transport::unsubscribe(uint64_t cookie) noexcept
             // runs this. Detach now (no more calls to the handler), finish on
             // a helper thread once this delivery has returned.
             std::lock_guard hl(i.handlers);
-            if (i.subs.erase(cookie) == 0)
+            auto it = i.subs.find(cookie);
+            if (it == i.subs.end())
                 return;
-            i.detached.insert(cookie);
+            i.detached.emplace(cookie, std::move(it->second));
+            i.subs.erase(it);
             Impl *ip = &i;
             i.unsubscribers.emplace_back([ip, cookie] {
                 std::lock_guard lock(ip->control);
@@ -680,20 +726,28 @@ uint64_t Transport::rejected(std::string_view destination) const
 
 TransportCounters Transport::counters() const
 {
-    const Impl::Counts &c = impl_->tally;
+    const Impl &i = *impl_;
     auto get = [](const std::atomic<uint64_t> &a) {
         return a.load(std::memory_order_relaxed);
     };
     TransportCounters t;
-    t.published = get(c.published);
-    t.publish_failed = get(c.publish_failed);
-    t.delivered = get(c.delivered);
-    t.acked = get(c.acked);
-    t.requeued = get(c.requeued);
-    t.rejected = get(c.rejected);
-    t.redelivered = get(c.redelivered);
-    t.connects = get(c.connects);
-    t.disconnects = get(c.disconnects);
+    t.published = get(i.tally.published);
+    t.publish_failed = get(i.tally.publish_failed);
+    t.connects = get(i.tally.connects);
+    t.disconnects = get(i.tally.disconnects);
+    Impl::Verdicts v;
+    {
+        std::lock_guard lock(i.handlers);
+        v = i.ended;
+        for (const auto *m : {&i.subs, &i.detached})
+            for (const auto &[cookie, sub] : *m)
+                v.add(*sub);
+    }
+    t.acked = v.acked;
+    t.requeued = v.requeued;
+    t.rejected = v.rejected + get(i.tally.refused);
+    t.redelivered = v.redelivered;
+    t.delivered = v.acked + v.requeued + v.rejected;
     return t;
 }
 

@@ -75,7 +75,7 @@ struct PublishOptions {
 struct TransportCounters {
     uint64_t published = 0;      ///< publishes the plugin accepted
     uint64_t publish_failed = 0; ///< publishes it refused or failed
-    uint64_t delivered = 0;      ///< deliveries handed to a handler
+    uint64_t delivered = 0;      ///< deliveries a handler settled
     uint64_t acked = 0;          ///< ... answered ack
     uint64_t requeued = 0;       ///< ... answered requeue (or that threw)
     uint64_t rejected = 0;       ///< ... answered reject, and deliveries
