@@ -285,6 +285,32 @@ RunOutcome run_and_follow(uint16_t api_port, uint16_t stream_port,
     return out;
 }
 
+void write_gated_testlet(const std::string &path, const std::string &gate)
+{
+    std::ofstream(gate).put('x');
+    write_script(path, "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode "
+                       "PASSED'; exit 0; }\nwhile [ -e '" +
+                           gate +
+                           "' ]; do sleep 0.02; done\necho '{\"ok\":1}'\n");
+}
+
+bool agents_have_testlet(
+    const std::vector<std::unique_ptr<agent::Agent>> &agents,
+    const std::string &name, std::chrono::milliseconds limit)
+{
+    return wait_until(
+        [&] {
+            for (const auto &a : agents)
+                if (!std::filesystem::exists(a->config().opt_dir +
+                                             "/assets/testlets/" + name)) {
+                    a->advertise_now();
+                    return false;
+                }
+            return true;
+        },
+        limit);
+}
+
 std::optional<std::string> metric_line(const std::string &text,
                                        const std::string &series)
 {

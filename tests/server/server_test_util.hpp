@@ -97,6 +97,18 @@ struct RunOutcome {
 RunOutcome run_and_follow(uint16_t api_port, uint16_t stream_port,
                           const std::string &name);
 
+/** Create `gate` and a testlet at path that passes `check` and, run,
+ *  waits until gate is removed, then prints {"ok":1}: a run of it stays
+ *  in progress until the test removes the file. */
+void write_gated_testlet(const std::string &path, const std::string &gate);
+
+/** True once every agent has testlet `name` in its OptDir; an agent
+ *  without it yet is asked to advertise again (which gets it a
+ *  DownloadAsset). False after limit. */
+bool agents_have_testlet(
+    const std::vector<std::unique_ptr<agent::Agent>> &agents,
+    const std::string &name, std::chrono::milliseconds limit = 30s);
+
 /** The line of a Prometheus exposition that starts with `series` and a
  *  space (series includes its labels, as serialised). */
 std::optional<std::string> metric_line(const std::string &text,

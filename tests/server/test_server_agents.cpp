@@ -176,13 +176,7 @@ TEST_P(Agents, AgentStoppedMidRunIsReportedFailed)
     // Each agent's testlet waits until the test removes a file, so the
     // run is surely in progress when one agent is stopped.
     const std::string gate = dir_ / "gate";
-    std::ofstream(gate).put('x');
-    write_script(cfg_.opt_dir + "/assets/testlets/gated",
-                 "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode "
-                 "PASSED'; exit 0; }\nwhile [ -e '" +
-                     gate +
-                     "' ]; do sleep 0.02; done\necho "
-                     "'{\"ok\":1}'\n");
+    write_gated_testlet(cfg_.opt_dir + "/assets/testlets/gated", gate);
     for (auto &a : agents_)
         a->advertise_now();
     ASSERT_EQ(http(api_, "POST", "/v1/object/create",
@@ -190,18 +184,7 @@ TEST_P(Agents, AgentStoppedMidRunIsReportedFailed)
                   .status,
               200);
     // Wait until every agent has the new testlet (registered again).
-    ASSERT_TRUE(wait_until(
-        [&] {
-            for (auto &a : agents_) {
-                if (!std::filesystem::exists(a->config().opt_dir +
-                                             "/assets/testlets/gated")) {
-                    a->advertise_now();
-                    return false;
-                }
-            }
-            return true;
-        },
-        30s));
+    ASSERT_TRUE(agents_have_testlet(agents_, "gated"));
     auto r =
         http(api_, "POST", "/v1/testrun/run", run_request_json("gated-run"));
     ASSERT_EQ(r.body.size(), 64u) << r.body;

@@ -115,26 +115,12 @@ TEST_F(HostileAgents, DeepTestDataFailsOnlyItsAgentAndIsLogged)
     // The testlet waits for a file to vanish, so the crafted TestData
     // surely arrives while the agents are testing.
     const std::string gate = dir_ / "gate";
-    std::ofstream(gate).put('x');
-    write_script(cfg_.opt_dir + "/assets/testlets/gated",
-                 "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode "
-                 "PASSED'; exit 0; }\nwhile [ -e '" +
-                     gate + "' ]; do sleep 0.02; done\necho '{\"ok\":1}'\n");
+    write_gated_testlet(cfg_.opt_dir + "/assets/testlets/gated", gate);
     ASSERT_EQ(http(api_, "POST", "/v1/object/create",
                    ping_testrun_json("gated-run", "loopgroup", "gated", ""))
                   .status,
               200);
-    ASSERT_TRUE(wait_until(
-        [&] {
-            for (auto &a : agents_)
-                if (!std::filesystem::exists(a->config().opt_dir +
-                                             "/assets/testlets/gated")) {
-                    a->advertise_now();
-                    return false;
-                }
-            return true;
-        },
-        30s));
+    ASSERT_TRUE(agents_have_testlet(agents_, "gated"));
     auto r =
         http(api_, "POST", "/v1/testrun/run", run_request_json("gated-run"));
     ASSERT_EQ(r.body.size(), 64u) << r.body;

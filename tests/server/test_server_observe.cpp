@@ -426,24 +426,9 @@ TEST_F(Observe, ScheduledRunStillGoingIsSkippedAndDeletionForgetsItsResults)
     // The testlet waits until the test removes a file, so a run is surely
     // in progress when the next interval comes and when it is deleted.
     const std::string gate = dir_ / "gate";
-    std::ofstream(gate).put('x');
-    write_script(cfg_.opt_dir + "/assets/testlets/gated",
-                 "#!/bin/sh\n[ \"$1\" = check ] && { echo 'Check mode "
-                 "PASSED'; exit 0; }\nwhile [ -e '" +
-                     gate + "' ]; do sleep 0.02; done\necho '{\"ok\":1}'\n");
+    write_gated_testlet(cfg_.opt_dir + "/assets/testlets/gated", gate);
     create_group();
-    ASSERT_TRUE(wait_until(
-        [&] {
-            for (auto &a : agents_) {
-                if (!std::filesystem::exists(a->config().opt_dir +
-                                             "/assets/testlets/gated")) {
-                    a->advertise_now();
-                    return false;
-                }
-            }
-            return true;
-        },
-        30s));
+    ASSERT_TRUE(agents_have_testlet(agents_, "gated"));
     ASSERT_EQ(post("/v1/object/create",
                    testrun_json("gated-sched", "obsgroup", "gated", "", "1s"))
                   .status,
